@@ -1,0 +1,110 @@
+//! The one error type every backend maps its failures into.
+
+use std::time::Duration;
+
+use crate::id::EntityId;
+
+/// A boxed error from a transport library (redis, reqwest, io...).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, independent of the transport.
+///
+/// Match on the variant, never on the text: the conformance suite asserts variants.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The mailbox does not exist (Academy's `BadEntityIdError`; HTTP 404).
+    #[error("unknown mailbox {id}")]
+    BadEntityId {
+        /// The id that was not found.
+        id: EntityId,
+    },
+    /// The mailbox was terminated (HTTP 419).
+    #[error("mailbox {id} was terminated")]
+    MailboxTerminated {
+        /// The terminated mailbox.
+        id: EntityId,
+    },
+    /// Nothing arrived in time (HTTP 408).
+    #[error("timed out after {timeout:?}")]
+    Timeout {
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// The caller may not touch this mailbox (HTTP 403).
+    #[error("forbidden: {message}")]
+    Forbidden {
+        /// Why, as the exchange said it.
+        message: String,
+    },
+    /// The caller did not authenticate (HTTP 401).
+    #[error("unauthorized: {message}")]
+    Unauthorized {
+        /// Why, as the exchange said it.
+        message: String,
+    },
+    /// The message is larger than the exchange accepts (HTTP 413).
+    #[error("message too large: {message}")]
+    MessageTooLarge {
+        /// The exchange's explanation, with sizes where known.
+        message: String,
+    },
+    /// The transport failed: connection refused or lost, server error, I/O.
+    #[error("{backend} transport failed: {source}")]
+    Unavailable {
+        /// Which backend (`"redis"`, `"http"`, ...).
+        backend: &'static str,
+        /// The underlying failure.
+        #[source]
+        source: BoxError,
+    },
+    /// Bytes that are not a valid message, id or payload.
+    #[error("decode error: {message}")]
+    Codec {
+        /// What was wrong.
+        message: String,
+    },
+    /// A message's `protocol_version` is not compatible with Academy protocol 1.x.
+    #[error("incompatible protocol version {version:?} (this side speaks {})", crate::PROTOCOL_VERSION)]
+    IncompatibleProtocol {
+        /// The version found (`None` for an explicit null).
+        version: Option<String>,
+    },
+    /// This client-side mailbox handle was closed.
+    #[error("mailbox handle for {id} is closed")]
+    Closed {
+        /// The mailbox whose handle was closed.
+        id: EntityId,
+    },
+    /// A URL, option or configuration value that cannot work.
+    #[error("invalid configuration: {message}")]
+    Config {
+        /// What was wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Shorthand for [`Error::Codec`].
+    pub fn codec(message: impl Into<String>) -> Self {
+        Error::Codec { message: message.into() }
+    }
+
+    /// Shorthand for [`Error::Config`].
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::Config { message: message.into() }
+    }
+
+    /// Shorthand for [`Error::Unavailable`].
+    pub fn unavailable(backend: &'static str, source: impl Into<BoxError>) -> Self {
+        Error::Unavailable { backend, source: source.into() }
+    }
+
+    /// Whether trying the same operation again may succeed (transport failures only).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+    }
+}

@@ -1,0 +1,20 @@
+//! Core of the exchange framework: identifiers, messages, errors, and the [`Exchange`] and
+//! [`Mailbox`] traits that every transport (in-process, Redis, HTTP) implements.
+//!
+//! Messages and identifiers serialize to exactly Academy 1.x's JSON, so Rust and Python peers
+//! can share one exchange.
+
+pub mod error;
+pub mod exchange;
+pub mod id;
+pub mod message;
+pub mod payload;
+
+pub use error::{BoxError, Error, Result};
+pub use exchange::{ACADEMY_AGENT_BASE, AgentRegistration, Exchange, Mailbox, MailboxStats, MailboxStatus};
+pub use id::{AgentId, EntityId, Role, UserId};
+pub use message::{
+    AcademyError, ActionRequest, ActionResponse, ActionResult, Body, ErrorCode, Header, LIBRARY_VERSION, Message,
+    MessageKind, PROTOCOL_VERSION, RawBody, Strategy, UserError,
+};
+pub use uuid::Uuid;

@@ -1,0 +1,3 @@
+//! Benchmark binary (filled in below).
+
+fn main() {}

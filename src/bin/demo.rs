@@ -1,0 +1,3 @@
+//! Demo (filled in below).
+
+fn main() {}
