@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -65,7 +66,7 @@ struct SlotState {
     /// Behaviour names of an active agent (`None` for users and terminated agents).
     behaviors: Option<Vec<String>>,
     /// Requests addressed here and not answered yet, by tag.
-    pending: HashMap<Uuid, Header>,
+    pending: HashMap<Uuid, Pending, BuildHasherDefault<TagHasher>>,
     heartbeat: Option<Instant>,
 }
 
@@ -118,7 +119,12 @@ impl LocalExchange {
                 return Err(Error::MailboxTerminated { id: message.header.dest.clone() });
             }
             if is_request {
-                state.pending.insert(message.header.tag, message.header.clone());
+                let pending = Pending {
+                    requester: message.header.src.clone(),
+                    addressed_to: message.header.dest.clone(),
+                    label: message.header.label,
+                };
+                state.pending.insert(message.header.tag, pending);
             }
             state.queue.push_back(message);
         }
@@ -165,9 +171,9 @@ impl Exchange for LocalExchange {
             std::mem::take(&mut state.pending)
         };
         slot.notify.notify_waiters();
-        for request in pending.values() {
+        for (tag, request) in pending {
             // Requesters that are unknown or terminated themselves are skipped.
-            let _ = Message::terminated_notice(request).and_then(|notice| self.deliver(notice));
+            let _ = Message::terminated_notice(&request.header(tag)).and_then(|notice| self.deliver(notice));
         }
         Ok(())
     }
@@ -238,6 +244,37 @@ impl Exchange for LocalExchange {
             slot.outgoing.load(Ordering::Relaxed),
             queued,
         ))
+    }
+}
+
+/// What terminate needs to answer a pending request (smaller than its whole header).
+struct Pending {
+    requester: EntityId,
+    addressed_to: EntityId,
+    label: Option<Uuid>,
+}
+
+impl Pending {
+    fn header(self, tag: Uuid) -> Header {
+        Header { label: self.label, tag, ..Header::request(self.requester, self.addressed_to) }
+    }
+}
+
+/// Hashes tags, which are random UUIDs made in this process, by folding their bits.
+#[derive(Default)]
+struct TagHasher(u64);
+
+impl Hasher for TagHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
     }
 }
 

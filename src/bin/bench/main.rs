@@ -1,3 +1,133 @@
-//! Benchmark binary (filled in below).
+//! Whole-system benchmark: prints one JSON object per result line, with the scenario names and
+//! fields of Academy's anchor script (`shared/bench/academy_bench.py`) so figures compare line
+//! for line.
+//!
+//! Run with: `cargo run --release --features full --bin bench -- --backend local --scenario all`
 
-fn main() {}
+mod measure;
+mod transport;
+
+use std::time::Instant;
+
+use clap::Parser;
+use serde_json::{Value, json};
+
+use crate::measure::emit;
+
+/// Scenarios, in the anchor script's order.
+const SCENARIOS: &[&str] = &["throughput", "rtt", "payload", "fanin"];
+
+/// Command-line arguments (names follow the anchor script).
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Benchmark an exchange backend; prints JSON lines")]
+pub(crate) struct Args {
+    /// Backend label: local, redis or http.
+    #[arg(long, default_value = "local")]
+    backend: String,
+    /// Exchange URL (default: a named in-process exchange for `local`).
+    #[arg(long)]
+    url: Option<String>,
+    /// Comma-separated scenarios, or "all".
+    #[arg(long, default_value = "all")]
+    scenario: String,
+    /// Iterations / messages (default per scenario, as the anchor).
+    #[arg(long)]
+    n: Option<usize>,
+    /// Label written in the `backend` field (default: --backend).
+    #[arg(long)]
+    label: Option<String>,
+    /// Repetition index written in the output.
+    #[arg(long, default_value_t = 0)]
+    rep: u32,
+    /// Warm-up iterations.
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Payload sizes in bytes (payload scenario).
+    #[arg(long, default_value = "1024,65536,1048576")]
+    sizes: String,
+    /// Calls in flight (stack-conc).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Senders (fanin).
+    #[arg(long, default_value_t = 16)]
+    senders: usize,
+    /// Comma-separated PIDs (exchange server, redis-server) whose CPU time is sampled.
+    #[arg(long, default_value = "")]
+    server_pids: String,
+}
+
+impl Args {
+    pub(crate) fn url(&self) -> String {
+        self.url.clone().unwrap_or_else(|| match self.backend.as_str() {
+            "redis" => "redis://127.0.0.1:6391".into(),
+            "http" => "http://127.0.0.1:8791".into(),
+            _ => "local://bench".into(),
+        })
+    }
+
+    pub(crate) fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or(&self.backend)
+    }
+
+    pub(crate) fn n_or(&self, default: usize) -> usize {
+        self.n.unwrap_or(default)
+    }
+
+    pub(crate) fn warmup_or(&self, default: usize) -> usize {
+        self.warmup.unwrap_or(default)
+    }
+
+    pub(crate) fn server_pids(&self) -> Vec<u32> {
+        self.server_pids.split(',').filter_map(|p| p.trim().parse().ok()).collect()
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let scenarios: Vec<String> = if args.scenario == "all" {
+        SCENARIOS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.scenario.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+    };
+    let mut failed = false;
+    for scenario in scenarios {
+        let started = Instant::now();
+        // On a worker thread, as a deployed task would run (the main thread is not a worker).
+        let task = {
+            let (args, scenario) = (args.clone(), scenario.clone());
+            tokio::spawn(async move { run(&args, &scenario).await })
+        };
+        let result = task.await.unwrap_or_else(|e| Err(exchange::Error::config(format!("scenario panicked: {e}"))));
+        if let Err(e) = result {
+            failed = true;
+            emit(&args, &scenario, json!({ "error": e.to_string() }));
+        }
+        emit(
+            &args,
+            "invocation",
+            json!({ "args": scenario, "elapsed_s": (started.elapsed().as_secs_f64() * 1e3).round() / 1e3 }),
+        );
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: &Args, scenario: &str) -> exchange::Result<()> {
+    match scenario {
+        "throughput" => transport::throughput(args).await,
+        "rtt" => transport::rtt(args).await,
+        "payload" => transport::payload(args).await,
+        "fanin" => transport::fanin(args).await,
+        other => Err(exchange::Error::config(format!("unknown scenario {other:?}; known: {SCENARIOS:?}"))),
+    }
+}
+
+/// Adds `fields` to a JSON object.
+pub(crate) fn merge(mut base: Value, fields: Value) -> Value {
+    if let (Value::Object(base), Value::Object(fields)) = (&mut base, fields) {
+        base.extend(fields);
+    }
+    base
+}
