@@ -94,3 +94,34 @@ async fn connect_http(url: &str) -> Result<Arc<dyn Exchange>> {
 async fn connect_http(url: &str) -> Result<Arc<dyn Exchange>> {
     Err(missing_feature("http", url))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn named_local_urls_share_one_exchange() {
+        let one = connect("local://facade-test").await.unwrap();
+        let two = connect("local://facade-test/").await.unwrap();
+        let other = connect("local://").await.unwrap();
+        let user = one.register_user(None).await.unwrap();
+        assert_eq!(two.status(&user.clone().into()).await.unwrap(), MailboxStatus::Active);
+        assert_eq!(other.status(&user.into()).await.unwrap(), MailboxStatus::Missing);
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_config_errors() {
+        for url in ["", "localhost:6379", "ftp://host", "amqp://host:5672"] {
+            assert!(matches!(connect(url).await, Err(Error::Config { .. })), "{url}");
+        }
+    }
+
+    #[cfg(not(feature = "redis"))]
+    #[tokio::test]
+    async fn missing_backend_names_its_feature() {
+        match connect("redis://127.0.0.1:6379").await {
+            Err(Error::Config { message }) => assert!(message.contains("`redis`"), "{message}"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+}
