@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Local (in-process) exchange: our bench and Academy 1.0's anchor script, side by side in one run,
+# REPS repetitions each, interleaved. JSON lines go to stdout (and to $OUT if set); a summary of
+# medians to stderr.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+anchor="${ANCHOR:-$root/../shared/bench/academy_bench.py}"
+reps="${REPS:-3}"
+out="${OUT:-$root/target/bench-local.jsonl}"
+python="$("$root/scripts/academy-venv.sh")"
+cargo build -q --release --manifest-path "$root/Cargo.toml" --bin bench
+: > "$out"
+for rep in $(seq 0 $((reps - 1))); do
+  "$root/target/release/bench" --backend local --scenario throughput,rtt,payload,fanin --rep "$rep" 2>/dev/null | tee -a "$out"
+  # Same N as Academy's anchor, for a like-for-like line.
+  "$root/target/release/bench" --backend local --label local-n10k --scenario throughput,fanin --n 10000 --rep "$rep" | tee -a "$out"
+  "$python" "$anchor" --backend local --label academy-local --scenario throughput,rtt,payload,fanin --rep "$rep" 2>/dev/null | tee -a "$out"
+done
+"$python" "$root/scripts/bench_summary.py" "$out" >&2
