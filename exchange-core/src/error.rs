@@ -85,6 +85,35 @@ pub enum Error {
         /// What was wrong and how to fix it.
         message: String,
     },
+    /// The remote action raised (a `user-error-response`): carries the error text.
+    #[error("remote action failed: {message}")]
+    Remote {
+        /// The remote error text (for Python agents, the formatted traceback).
+        message: String,
+    },
+    /// The action was cancelled before it finished (academy error code 3).
+    #[error("action cancelled")]
+    ActionCancelled,
+    /// The ping waited for the agent to start, and the agent stopped first (code 1).
+    #[error("ping cancelled: the agent stopped before it started")]
+    PingCancelled,
+    /// A cancel request named an action that is not running (code 2).
+    #[error("the action to cancel is not running")]
+    ActionInvalidState,
+    /// A request was sent to a user mailbox, which cannot serve requests (code 4).
+    #[error("{id} is a user client and cannot serve requests")]
+    InvalidClient {
+        /// The user mailbox.
+        id: EntityId,
+    },
+    /// An agent stopped because its startup, a loop or its shutdown failed.
+    #[error("agent {id} failed: {message}")]
+    AgentFailed {
+        /// The agent.
+        id: EntityId,
+        /// What failed.
+        message: String,
+    },
 }
 
 impl Error {
