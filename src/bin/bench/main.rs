@@ -5,6 +5,7 @@
 //! Run with: `cargo run --release --features full --bin bench -- --backend local --scenario all`
 
 mod measure;
+mod stack;
 mod transport;
 
 use std::time::Instant;
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 use crate::measure::emit;
 
 /// Scenarios, in the anchor script's order.
-const SCENARIOS: &[&str] = &["throughput", "rtt", "payload", "fanin"];
+const SCENARIOS: &[&str] = &["throughput", "rtt", "payload", "fanin", "stack-seq", "stack-conc"];
 
 /// Command-line arguments (names follow the anchor script).
 #[derive(Parser, Debug, Clone)]
@@ -120,6 +121,7 @@ async fn run(args: &Args, scenario: &str) -> exchange::Result<()> {
         "rtt" => transport::rtt(args).await,
         "payload" => transport::payload(args).await,
         "fanin" => transport::fanin(args).await,
+        "stack-seq" | "stack-conc" => stack::stack(args, scenario).await,
         other => Err(exchange::Error::config(format!("unknown scenario {other:?}; known: {SCENARIOS:?}"))),
     }
 }
