@@ -23,6 +23,8 @@ pub use exchange_redis as redis;
 #[cfg(feature = "http")]
 pub use exchange_http as http;
 
+pub mod launch;
+
 use std::sync::Arc;
 
 /// Connects to the exchange a URL names.

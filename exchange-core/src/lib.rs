@@ -16,6 +16,8 @@ pub mod payload;
 pub mod runtime;
 
 pub use agent::{Actions, Agent, Context, Loops};
+/// Attribute for implementing [`Agent`]'s async hooks (`startup`, `shutdown`).
+pub use async_trait::async_trait;
 pub use client::{AgentStatus, Client};
 pub use error::{BoxError, Error, Result};
 pub use exchange::{ACADEMY_AGENT_BASE, AgentRegistration, Exchange, Mailbox, MailboxStats, MailboxStatus};
