@@ -1,0 +1,203 @@
+//! The server's TOML configuration file (Academy's keys plus a few of ours; see docs/HTTP.md).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use exchange_core::{Error, Result};
+use serde::Deserialize;
+
+/// Default port of `exchange-server` (the port of Academy's test helper).
+pub const DEFAULT_PORT: u16 = 5463;
+
+/// Server configuration. Unknown keys are rejected, as Academy does.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Bind address.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Bind port (0 = any free port).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Path every route is mounted under (`""` or e.g. `"/v1"`).
+    #[serde(default)]
+    pub path_prefix: String,
+    /// PEM certificate chain: enables TLS.
+    #[serde(default)]
+    pub certfile: Option<PathBuf>,
+    /// PEM private key (default: read from `certfile`).
+    #[serde(default)]
+    pub keyfile: Option<PathBuf>,
+    /// Default and maximum `timeout` of receives, in seconds (inclusive).
+    #[serde(default = "default_listen_timeout")]
+    pub listen_timeout_s: f64,
+    /// Authentication (absent = none).
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Mailbox storage.
+    #[serde(default)]
+    pub backend: BackendConfig,
+    /// Logging.
+    #[serde(default)]
+    pub logger: LoggerConfig,
+}
+
+/// `[auth]`: bearer tokens.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AuthConfig {
+    /// `"token"`: bearer tokens from [`AuthConfig::tokens`].
+    pub method: String,
+    /// Token → identity.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenEntry>,
+}
+
+/// One accepted bearer token.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TokenEntry {
+    /// The client id the token authenticates.
+    pub client_id: String,
+    /// Groups of the client (for shares).
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// `[backend]`: where mailboxes live and how large messages may be.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BackendConfig {
+    /// `"memory"` (alias `"python"`, Academy's name for it).
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// Largest message (its JSON text) in KiB.
+    #[serde(default = "default_message_limit_kb")]
+    pub message_size_limit_kb: usize,
+    /// Largest request body in KiB (default: twice the message limit plus 64 KiB, since the
+    /// message travels as an escaped JSON string).
+    #[serde(default)]
+    pub body_limit_kb: Option<usize>,
+}
+
+/// `[logger]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LoggerConfig {
+    /// A tracing filter (`"info"`, `"warn"`, `"exchange_http=debug"`...); `RUST_LOG` wins.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+
+fn default_port() -> u16 {
+    DEFAULT_PORT
+}
+
+fn default_listen_timeout() -> f64 {
+    60.0
+}
+
+fn default_kind() -> String {
+    "memory".into()
+}
+
+fn default_message_limit_kb() -> usize {
+    2048
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig { kind: default_kind(), message_size_limit_kb: default_message_limit_kb(), body_limit_kb: None }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: default_host(),
+            port: default_port(),
+            path_prefix: String::new(),
+            certfile: None,
+            keyfile: None,
+            listen_timeout_s: default_listen_timeout(),
+            auth: None,
+            backend: BackendConfig::default(),
+            logger: LoggerConfig::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads and checks a TOML file.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the file and what was wrong.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(format!("cannot read config file {}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| Error::config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses and checks TOML text.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for unknown keys, wrong types or values that cannot work.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let config: ServerConfig = toml::from_str(text).map_err(|e| Error::config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    ///
+    /// # Errors
+    /// [`Error::Config`] describing the problem.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.listen_timeout_s > 0.0 && self.listen_timeout_s.is_finite()) {
+            return Err(Error::config("listen_timeout_s must be a positive number of seconds"));
+        }
+        if self.backend.message_size_limit_kb == 0 {
+            return Err(Error::config("[backend] message_size_limit_kb must be at least 1"));
+        }
+        if !matches!(self.backend.kind.as_str(), "memory" | "python") {
+            return Err(Error::config(format!(
+                "[backend] kind {:?} is not supported (this server has \"memory\", alias \"python\")",
+                self.backend.kind
+            )));
+        }
+        if let Some(auth) = &self.auth {
+            if auth.method != "token" {
+                return Err(Error::config(format!("[auth] method {:?} is not supported (use \"token\")", auth.method)));
+            }
+        }
+        if self.keyfile.is_some() && self.certfile.is_none() {
+            return Err(Error::config("keyfile given without certfile"));
+        }
+        if !self.path_prefix.is_empty() && !self.path_prefix.starts_with('/') {
+            return Err(Error::config("path_prefix must start with '/'"));
+        }
+        Ok(())
+    }
+
+    /// Largest message in bytes.
+    pub fn message_limit(&self) -> usize {
+        self.backend.message_size_limit_kb.saturating_mul(1024)
+    }
+
+    /// Largest request body in bytes.
+    pub fn body_limit(&self) -> usize {
+        match self.backend.body_limit_kb {
+            Some(kb) => kb.saturating_mul(1024),
+            None => self.message_limit().saturating_mul(2).saturating_add(64 * 1024),
+        }
+    }
+}

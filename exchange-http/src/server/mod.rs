@@ -1,0 +1,134 @@
+//! The Academy-compatible HTTP exchange server (axum): routes, storage, authentication,
+//! configuration, and an in-process helper for tests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use exchange_core::{Error, Result};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+mod auth;
+mod config;
+mod memory;
+mod routes;
+mod spawn;
+mod storage;
+
+pub use auth::{Authenticator, NoAuth, TokenAuth};
+pub use config::{AuthConfig, BackendConfig, DEFAULT_PORT, LoggerConfig, ServerConfig, TokenEntry};
+pub use memory::MemoryStorage;
+pub use routes::{AppState, router};
+pub use spawn::{SpawnedServer, spawn_http_exchange, spawn_server};
+pub use storage::{ApiError, Caller, Storage};
+
+/// A configured server: storage and authenticator chosen, not yet bound.
+#[derive(Clone)]
+pub struct HttpExchangeServer {
+    config: ServerConfig,
+    storage: Arc<dyn Storage>,
+    auth: Arc<dyn Authenticator>,
+}
+
+impl std::fmt::Debug for HttpExchangeServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpExchangeServer").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl HttpExchangeServer {
+    /// A server with the storage and authentication the configuration names.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a configuration that cannot work.
+    pub fn new(config: ServerConfig) -> Result<Self> {
+        config.validate()?;
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new(config.message_limit()));
+        let auth: Arc<dyn Authenticator> = match &config.auth {
+            None => Arc::new(NoAuth),
+            Some(auth) => Arc::new(auth.tokens.iter().fold(TokenAuth::new(), |table, (token, entry)| {
+                table.with_token(token.clone(), entry.client_id.clone(), entry.groups.iter().cloned())
+            })),
+        };
+        Ok(HttpExchangeServer { config, storage, auth })
+    }
+
+    /// Replaces the mailbox storage.
+    pub fn with_storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Replaces the authenticator.
+    pub fn with_authenticator(mut self, auth: Arc<dyn Authenticator>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The router of this server; `shutdown` turning `true` ends long polls and event streams.
+    pub fn router(&self, shutdown: watch::Receiver<bool>) -> Router {
+        let state = AppState::new(self.storage.clone(), self.auth.clone(), self.config.listen_timeout_s, shutdown);
+        router(state, &self.config.path_prefix, self.config.body_limit())
+    }
+
+    /// Binds the configured address.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] if the address cannot be bound; [`Error::Config`] for TLS
+    /// settings this build cannot serve.
+    pub async fn bind(self) -> Result<BoundServer> {
+        if self.config.certfile.is_some() {
+            return Err(Error::config("TLS (certfile) is not supported by this server yet; use a TLS reverse proxy"));
+        }
+        let address = format!("{}:{}", self.config.host, self.config.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|e| Error::unavailable("http", format!("cannot bind {address}: {e}")))?;
+        let local_addr = listener.local_addr().map_err(|e| Error::unavailable("http", e))?;
+        Ok(BoundServer { server: self, listener, local_addr })
+    }
+}
+
+/// A server bound to its address, ready to serve.
+#[derive(Debug)]
+pub struct BoundServer {
+    server: HttpExchangeServer,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl BoundServer {
+    /// The bound address (the real port when the configured one was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The base URL clients connect to (with the path prefix).
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.local_addr, self.server.config.path_prefix.trim_end_matches('/'))
+    }
+
+    /// Serves until `shutdown` completes, then ends long polls and event streams and waits for
+    /// the remaining requests.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] if the server fails.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let (stop, stopping) = watch::channel(false);
+        let app = self.server.router(stopping);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
+            .await
+            .map_err(|e| Error::unavailable("http", e))
+    }
+}

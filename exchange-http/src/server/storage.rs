@@ -1,0 +1,145 @@
+//! The mailbox store behind the server: the [`Storage`] trait, the caller identity and the
+//! route errors it answers with.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use exchange_core::{EntityId, Header, MailboxStats, MailboxStatus};
+use uuid::Uuid;
+
+/// Who sends a request, as the authenticator says (never from client-supplied headers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The client id (`""` without authentication).
+    pub client_id: String,
+    /// Group ids the client belongs to (`{""}` without authentication or with no groups).
+    pub groups: BTreeSet<String>,
+}
+
+impl Caller {
+    /// The identity of every request when authentication is off: client `""`, groups `{""}`.
+    pub fn anonymous() -> Self {
+        Caller { client_id: String::new(), groups: BTreeSet::from([String::new()]) }
+    }
+}
+
+/// A failed request, with the status and text Academy's server uses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// 400: a missing or ill-typed field, an invalid id or message header, a bad timeout.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: authentication required and missing or malformed.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the caller may not touch this mailbox, or the token was refused.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: unknown mailbox.
+    #[error("Unknown mailbox ID")]
+    UnknownMailbox,
+    /// 408: no message arrived in time.
+    #[error("Request timeout")]
+    Timeout,
+    /// 413: the message is larger than the limit.
+    #[error("Message of size {size} larger than limit {limit}.")]
+    TooLarge {
+        /// Size of the message in bytes.
+        size: usize,
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+    /// 419: the mailbox was terminated.
+    #[error("Mailbox was closed")]
+    Terminated,
+    /// 503: the store failed or the server is shutting down.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// 403 with Academy's text.
+    pub fn forbidden() -> Self {
+        ApiError::Forbidden("Incorrect permissions".into())
+    }
+
+    /// 400 naming the field and what was wrong.
+    pub fn field(details: impl std::fmt::Display) -> Self {
+        ApiError::BadRequest(format!("Missing or invalid field: {details}"))
+    }
+
+    /// The HTTP status of this error (419 is not a standard code).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::UnknownMailbox => StatusCode::NOT_FOUND,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Terminated => StatusCode::from_u16(419).expect("419 is a valid status"),
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), self.to_string()).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        response
+    }
+}
+
+/// Mailbox storage of the server. Every method applies the access rules of the spec's §3.6 for
+/// `caller` and answers with the errors of §3.4.
+///
+/// Messages are kept as the bytes received (only the header was validated).
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Creates a mailbox owned by `caller`; a no-op if it exists (active or terminated).
+    async fn create(&self, caller: &Caller, id: &EntityId, agent: Option<Vec<String>>) -> Result<(), ApiError>;
+
+    /// Terminates a mailbox, drops its queue, wakes receivers and answers its pending requests
+    /// (with server authority). Unknown ids and repeats are no-ops.
+    async fn terminate(&self, caller: &Caller, id: &EntityId) -> Result<(), ApiError>;
+
+    /// Status of a mailbox (`Missing` before the access check).
+    async fn status(&self, caller: &Caller, id: &EntityId) -> Result<MailboxStatus, ApiError>;
+
+    /// Queues `message` (whose parsed header is `header`) for `header.dest`.
+    async fn put(&self, caller: &Caller, header: &Header, message: Bytes) -> Result<(), ApiError>;
+
+    /// Checks that `caller` may receive from `id` and that it is active.
+    async fn check_receive(&self, caller: &Caller, id: &EntityId) -> Result<(), ApiError>;
+
+    /// Takes the next message, waiting at most `timeout`; `None` when nothing arrived.
+    /// Cancel safe: a message is only taken when the call returns it.
+    async fn recv(&self, caller: &Caller, id: &EntityId, timeout: Duration) -> Result<Option<Bytes>, ApiError>;
+
+    /// UUIDs of the active agents the caller may access that match `agent`, in registration order.
+    async fn discover(&self, caller: &Caller, agent: &str, allow_subclasses: bool) -> Result<Vec<Uuid>, ApiError>;
+
+    /// Records "now" as the last heartbeat (no existence check).
+    async fn set_heartbeat(&self, caller: &Caller, id: &EntityId) -> Result<(), ApiError>;
+
+    /// Seconds since the last heartbeat, `None` before the first.
+    async fn heartbeat(&self, caller: &Caller, id: &EntityId) -> Result<Option<f64>, ApiError>;
+
+    /// Counters of a mailbox (zeros for an unknown id).
+    async fn stats(&self, caller: &Caller, id: &EntityId) -> Result<MailboxStats, ApiError>;
+
+    /// Shares a mailbox with a group (owner only, and the owner must belong to the group).
+    async fn share(&self, caller: &Caller, id: &EntityId, group: &str) -> Result<(), ApiError>;
+
+    /// Groups a mailbox is shared with (owner only).
+    async fn shares(&self, caller: &Caller, id: &EntityId) -> Result<Vec<String>, ApiError>;
+
+    /// Stops sharing a mailbox with a group (owner only; removing an absent group is a no-op).
+    async fn unshare(&self, caller: &Caller, id: &EntityId, group: &str) -> Result<(), ApiError>;
+}
