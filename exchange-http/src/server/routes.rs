@@ -140,8 +140,13 @@ struct MailboxBody {
 #[derive(Deserialize)]
 struct ReceiveBody {
     mailbox: String,
-    #[serde(default)]
+    /// `Some(Value::Null)` for an explicit `null` (refused), `None` when absent.
+    #[serde(default, deserialize_with = "present")]
     timeout: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -232,7 +237,7 @@ fn receive_timeout(state: &AppState, timeout: Option<Value>) -> Result<Duration,
     let max = state.listen_timeout_s;
     let invalid = || ApiError::BadRequest(format!("Invalid timeout (must be less than {max} and greater than 0)"));
     let seconds = match timeout {
-        None | Some(Value::Null) => max,
+        None => max,
         Some(Value::Number(n)) => n.as_f64().ok_or_else(invalid)?,
         Some(_) => return Err(invalid()),
     };

@@ -1,6 +1,6 @@
 //! Starting a server inside this process (tests, examples, benchmarks).
 
-use exchange_core::Result;
+use exchange_core::{Error, Exchange, Result};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -37,7 +37,12 @@ pub async fn spawn_server(server: HttpExchangeServer) -> Result<SpawnedServer> {
     let task = tokio::spawn(bound.serve(async move {
         let _ = stopped.await;
     }));
-    let client = HttpExchange::connect(&url).await?;
+    let client = HttpExchange::new(&url, crate::HttpOptions::default())?;
+    // Any answer proves the server is up (an authenticating server refuses this client).
+    match client.status(&exchange_core::UserId::new(None).into()).await {
+        Ok(_) | Err(Error::Unauthorized { .. } | Error::Forbidden { .. }) => {}
+        Err(e) => return Err(e),
+    }
     Ok(SpawnedServer { url, client, stop: Some(stop), task: Some(task) })
 }
 
