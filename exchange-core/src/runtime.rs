@@ -472,6 +472,12 @@ impl<A: Agent> Server<A> {
     async fn stop(mut self, exit: Exit, mut recv: RecvFuture) -> Result<()> {
         self.shared.stopping.send_replace(true);
         self.loop_tasks.abort_all();
+        // Actions that already answered must not be answered again.
+        while let Some(Some(done)) = self.inflight.next().now_or_never() {
+            if let Done::Finished(tag) = done {
+                self.running.remove(&tag);
+            }
+        }
         let mut answers: Vec<Message> = Vec::new();
         for (_, (abort, header)) in self.running.drain() {
             abort.abort();

@@ -27,6 +27,8 @@ pub const CALCULATOR: &str = "tests.agents.Calculator";
 pub struct Calculator {
     /// Slow actions that were dropped before finishing (cancelled).
     pub cancelled: Arc<AtomicUsize>,
+    /// Slow actions that started.
+    pub sleeping: Arc<AtomicUsize>,
     /// Startup delay.
     pub startup_delay: Duration,
 }
@@ -55,6 +57,7 @@ impl Agent for Calculator {
             .add("fail", |_agent, (text,): (String,)| async move { Err::<(), BoxError>(text.into()) })
             .add("whoami", |agent, ()| async move { Ok(agent.caller().map(EntityId::to_json)) })
             .add("sleep", |agent, (ms,): (u64,)| async move {
+                agent.sleeping.fetch_add(1, Ordering::SeqCst);
                 let mut guard = CancelGuard(Some(agent.cancelled.clone()));
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 guard.0 = None;
@@ -273,6 +276,28 @@ pub async fn agent_shutdown_terminates_mailbox(backend: &impl TestBackend) {
     manager.close().await.unwrap();
 }
 
+/// Shutdown cancels running actions: their callers get `ActionCancelled` (code 3).
+pub async fn agent_shutdown_cancels_running_actions(backend: &impl TestBackend) {
+    let manager = manager(backend).await;
+    let agent = Calculator::default();
+    let (cancelled, sleeping) = (agent.cancelled.clone(), agent.sleeping.clone());
+    let calc = manager.launch(agent).await.unwrap();
+    calc.ping().await.unwrap();
+    let slow = {
+        let calc = calc.clone();
+        tokio::spawn(async move { calc.call::<u64>("sleep", (60_000,)).await })
+    };
+    eventually("the slow action to start", async || sleeping.load(Ordering::SeqCst) == 1).await;
+    calc.shutdown(None).await.unwrap();
+    match within("the cancelled call", slow).await.unwrap() {
+        Err(Error::ActionCancelled) => {}
+        other => panic!("expected ActionCancelled, got {other:?}"),
+    }
+    within("agent stop", manager.wait(calc.agent_id(), None)).await.unwrap();
+    assert_eq!(cancelled.load(Ordering::SeqCst), 1);
+    manager.close().await.unwrap();
+}
+
 /// A timed-out call cancels the remote action; cancel requests answer as Academy's runtime.
 pub async fn agent_cancel_stops_running_action(backend: &impl TestBackend) {
     let manager = manager(backend).await;
@@ -461,6 +486,7 @@ macro_rules! agent_conformance_tests {
             agent_unknown_action_is_a_remote_error,
             agent_ping_waits_for_startup,
             agent_shutdown_terminates_mailbox,
+            agent_shutdown_cancels_running_actions,
             agent_cancel_stops_running_action,
             agent_calls_another_agent,
             agent_discover_then_call,
