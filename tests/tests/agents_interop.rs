@@ -1,4 +1,4 @@
-//! Cross-language agents over our HTTP exchange server: a Rust agent called from an academy-py
+//! Cross-language agents over our HTTP exchange server and over Academy's own (Python) one: a Rust agent called from an academy-py
 //! handle (json serializer on the Python side), and an academy-py agent called from a Rust
 //! handle. Python comes from `scripts/academy-venv.sh` (or `ACADEMY_PYTHON`); the tests fail
 //! loudly if it cannot be created.
@@ -69,15 +69,73 @@ async fn http_exchange(url: &str) -> Arc<dyn Exchange> {
     Arc::new(HttpExchange::connect(url).await.expect("connect to our HTTP exchange"))
 }
 
+/// Academy's own HTTP exchange server (`python -m academy.exchange.cloud`), killed on drop.
+struct AcademyServer {
+    child: Child,
+    url: String,
+    config: PathBuf,
+}
+
+impl AcademyServer {
+    async fn start() -> AcademyServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = std::env::temp_dir().join(format!("agents-interop-{}.toml", Uuid::new_v4()));
+        std::fs::write(&config, format!("host = \"127.0.0.1\"\nport = {port}\n")).unwrap();
+        let child = Command::new(python())
+            .args(["-m", "academy.exchange.cloud", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start Academy's HTTP exchange server");
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "Academy's server did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        AcademyServer { child, url: format!("http://127.0.0.1:{port}"), config }
+    }
+}
+
+impl Drop for AcademyServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_handle_calls_rust_agent_over_http() {
     let server = spawn_http_exchange().await.expect("start our HTTP exchange server");
-    let manager = Manager::new(http_exchange(server.url()).await).await.unwrap();
+    python_calls_rust_agent(server.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_handle_calls_rust_agent_over_academy_server() {
+    let server = AcademyServer::start().await;
+    python_calls_rust_agent(&server.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_handle_calls_python_agent_over_http() {
+    let server = spawn_http_exchange().await.expect("start our HTTP exchange server");
+    rust_calls_python_agent(server.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_handle_calls_python_agent_over_academy_server() {
+    let server = AcademyServer::start().await;
+    rust_calls_python_agent(&server.url).await;
+}
+
+async fn python_calls_rust_agent(url: &str) {
+    let manager = Manager::new(http_exchange(url).await).await.unwrap();
     let calc = manager.launch(Calculator::default()).await.unwrap();
     calc.ping().await.unwrap();
     let id = calc.agent_id().uid().to_string();
 
-    let (mut child, mut lines) = spawn_python("agents_py_caller.py", &[id.clone(), "http".into(), server.url().into()]);
+    let (mut child, mut lines) = spawn_python("agents_py_caller.py", &[id.clone(), "http".into(), url.into()]);
     let mut checks = serde_json::Map::new();
     loop {
         let line = next_line(&mut lines, "the next check").await;
@@ -108,14 +166,12 @@ async fn python_handle_calls_rust_agent_over_http() {
     manager.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rust_handle_calls_python_agent_over_http() {
-    let server = spawn_http_exchange().await.expect("start our HTTP exchange server");
-    let (mut child, mut lines) = spawn_python("agents_py_agent.py", &["http".into(), server.url().into()]);
+async fn rust_calls_python_agent(url: &str) {
+    let (mut child, mut lines) = spawn_python("agents_py_agent.py", &["http".into(), url.into()]);
     let started: Value = serde_json::from_str(&next_line(&mut lines, "the agent id").await).expect("json line");
     let uid = Uuid::parse_str(started["agent_id"].as_str().expect("agent_id")).expect("uuid");
 
-    let manager = Manager::new(http_exchange(server.url()).await).await.unwrap();
+    let manager = Manager::new(http_exchange(url).await).await.unwrap();
     let agent = manager.handle(&AgentId::from_parts(uid, None)).with_timeout(DEADLINE);
     agent.ping().await.unwrap();
     assert_eq!(agent.call::<i64>("add", (2, 40)).await.unwrap(), 42);
