@@ -35,6 +35,35 @@ pub(crate) struct Inner {
     pub(crate) options: HttpOptions,
     /// Handles opened by this client, for terminate and stats (read-ahead counts).
     open: Mutex<HashMap<Uuid, Vec<Weak<Shared>>>>,
+    /// Streams of closed handles waiting for the next handle of the same mailbox.
+    handovers: Mutex<HashMap<Uuid, Arc<Shared>>>,
+}
+
+/// Parks the stream of a closed handle for [`crate::mailbox::HANDOVER`]; stops it if no handle of
+/// the same mailbox takes it over by then.
+pub(crate) fn hand_over(client: &Arc<Inner>, shared: Arc<Shared>) {
+    let uid = shared.id.uid();
+    if let Some(previous) = client.handovers.lock().insert(uid, shared.clone()) {
+        previous.stop();
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        client.handovers.lock().remove(&uid);
+        return shared.stop();
+    };
+    let client = Arc::downgrade(client);
+    runtime.spawn(async move {
+        tokio::time::sleep(crate::mailbox::HANDOVER).await;
+        let parked = client.upgrade().and_then(|client| {
+            let mut handovers = client.handovers.lock();
+            match handovers.get(&uid) {
+                Some(parked) if Arc::ptr_eq(parked, &shared) => handovers.remove(&uid),
+                _ => None,
+            }
+        });
+        if parked.is_some() {
+            shared.stop();
+        }
+    });
 }
 
 impl std::fmt::Debug for HttpExchange {
@@ -152,7 +181,9 @@ impl HttpExchange {
         }
         let http = builder.build().map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?;
         let base = url.trim_end_matches('/').to_owned();
-        Ok(HttpExchange { inner: Arc::new(Inner { http, base, options, open: Mutex::default() }) })
+        Ok(HttpExchange {
+            inner: Arc::new(Inner { http, base, options, open: Mutex::default(), handovers: Mutex::default() }),
+        })
     }
 
     /// The base URL.
@@ -290,9 +321,16 @@ impl Exchange for HttpExchange {
             MailboxStatus::Terminated => return Err(Error::MailboxTerminated { id: id.clone() }),
             MailboxStatus::Missing => return Err(Error::BadEntityId { id: id.clone() }),
         }
-        let mailbox = HttpMailbox::new(self.inner.clone(), id.clone());
-        self.register_handle(id, mailbox.shared());
-        Ok(Box::new(mailbox))
+        let parked = self.inner.handovers.lock().remove(&id.uid()).filter(|shared| !shared.is_finished());
+        let shared = match parked {
+            Some(shared) => shared,
+            None => {
+                let shared = HttpMailbox::shared_for(id.clone());
+                self.register_handle(id, &shared);
+                shared
+            }
+        };
+        Ok(Box::new(HttpMailbox::new(self.inner.clone(), shared)))
     }
 
     async fn send(&self, message: Message) -> Result<()> {

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,12 +33,14 @@ enum Terminal {
 struct Buffer {
     queue: VecDeque<Message>,
     terminal: Option<Terminal>,
-    closed: bool,
 }
 
-/// State shared by a handle and its stream task.
+/// State shared by a handle and its stream task. When a handle is closed, its stream lives on
+/// for [`HANDOVER`] and the next handle of the same mailbox in this client takes it over:
+/// Academy's server only notices a closed stream when it writes the next message into it,
+/// which would lose that message.
 pub(crate) struct Shared {
-    id: EntityId,
+    pub(crate) id: EntityId,
     buffer: Mutex<Buffer>,
     notify: Notify,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -77,12 +80,21 @@ impl Shared {
         }
     }
 
+    /// Whether the stream ended for good (the handle cannot be taken over).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.buffer.lock().terminal.is_some()
+    }
+
+    /// Stops the stream task.
+    pub(crate) fn stop(&self) {
+        if let Some(task) = self.task.lock().take() {
+            task.abort();
+        }
+    }
+
     /// A buffered message, the terminal error, or `None` to wait.
     fn try_take(&self) -> Option<Result<Message>> {
         let mut buffer = self.buffer.lock();
-        if buffer.closed {
-            return Some(Err(Error::Closed { id: self.id.clone() }));
-        }
         if let Some(terminal) = &buffer.terminal {
             return Some(Err(self.terminal_error(terminal)));
         }
@@ -90,10 +102,14 @@ impl Shared {
     }
 }
 
+/// How long the stream of a closed handle waits for the next handle of the same mailbox.
+pub(crate) const HANDOVER: Duration = Duration::from_secs(2);
+
 /// Receiving end of a mailbox on an HTTP exchange.
 pub struct HttpMailbox {
     client: Arc<Inner>,
     shared: Arc<Shared>,
+    closed: AtomicBool,
     /// The `GET /mailbox/listen` / `GET /message` body.
     request: String,
 }
@@ -105,22 +121,35 @@ impl std::fmt::Debug for HttpMailbox {
 }
 
 impl HttpMailbox {
-    pub(crate) fn new(client: Arc<Inner>, id: EntityId) -> Self {
-        let mailbox = id.to_json();
+    /// A handle over `shared` (a fresh one, or the stream of a closed handle taken over).
+    pub(crate) fn new(client: Arc<Inner>, shared: Arc<Shared>) -> Self {
+        let mailbox = shared.id.to_json();
         let timeout = client.options.listen_timeout.as_secs_f64();
         let request = serde_json::to_string(&MailboxRequest { mailbox: &mailbox, agent: None, timeout: Some(timeout) })
             .expect("requests serialize");
-        let shared = Arc::new(Shared { id, buffer: Mutex::default(), notify: Notify::new(), task: Mutex::new(None) });
-        HttpMailbox { client, shared, request }
+        HttpMailbox { client, shared, closed: AtomicBool::new(false), request }
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// Fresh shared state for a mailbox.
+    pub(crate) fn shared_for(id: EntityId) -> Arc<Shared> {
+        Arc::new(Shared { id, buffer: Mutex::default(), notify: Notify::new(), task: Mutex::new(None) })
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// A buffered message or an error; `None` to wait.
+    fn ready(&self) -> Option<Result<Message>> {
+        if self.is_closed() {
+            return Some(Err(Error::Closed { id: self.shared.id.clone() }));
+        }
+        self.shared.try_take()
     }
 
     fn ensure_stream(&self) {
         let mut task = self.shared.task.lock();
-        if task.is_none() && !self.shared.buffer.lock().closed {
+        if task.is_none() && !self.is_closed() {
             let stream = listen(self.client.clone(), self.shared.clone(), self.request.clone());
             *task = Some(tokio::spawn(stream));
         }
@@ -133,7 +162,7 @@ impl HttpMailbox {
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(ready) = self.shared.try_take() {
+            if let Some(ready) = self.ready() {
                 return ready;
             }
             match deadline {
@@ -151,7 +180,7 @@ impl HttpMailbox {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let max = self.client.options.listen_timeout;
         loop {
-            if let Some(ready) = self.shared.try_take() {
+            if let Some(ready) = self.ready() {
                 return ready;
             }
             let wait = match deadline {
@@ -166,7 +195,7 @@ impl HttpMailbox {
             let closed = async {
                 loop {
                     let notified = self.shared.notify.notified();
-                    if self.shared.buffer.lock().closed || self.shared.buffer.lock().terminal.is_some() {
+                    if self.is_closed() || self.shared.is_finished() {
                         return;
                     }
                     notified.await;
@@ -191,9 +220,16 @@ impl HttpMailbox {
         }
     }
 
-    fn stop(&self) {
-        if let Some(task) = self.shared.task.lock().take() {
-            task.abort();
+    /// Marks the handle closed; its stream (if any) waits [`HANDOVER`] for a successor.
+    fn release(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shared.notify.notify_waiters();
+        if self.shared.task.lock().is_some() && !self.shared.is_finished() {
+            crate::client::hand_over(&self.client, self.shared.clone());
+        } else {
+            self.shared.stop();
         }
     }
 }
@@ -212,16 +248,14 @@ impl Mailbox for HttpMailbox {
     }
 
     async fn close(&self) -> Result<()> {
-        self.shared.buffer.lock().closed = true;
-        self.stop();
-        self.shared.notify.notify_waiters();
+        self.release();
         Ok(())
     }
 }
 
 impl Drop for HttpMailbox {
     fn drop(&mut self) {
-        self.stop();
+        self.release();
     }
 }
 

@@ -1,0 +1,132 @@
+//! HTTP interop with academy-py 1.0 (venv from `scripts/academy-venv.sh`, or `ACADEMY_PYTHON`):
+//! academy-py's `HttpExchangeFactory` against our server, and our client (the whole
+//! conformance suite) against Academy's own server (`python -m academy.exchange.cloud`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use exchange_conformance::{TestBackend, fixtures};
+use exchange_core::Exchange;
+use exchange_http::HttpExchange;
+use exchange_http::server::spawn_http_exchange;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The venv's python with academy-py 1.0.0; fails loudly if it cannot be made.
+fn academy_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("ACADEMY_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let script = repo_root().join("scripts/academy-venv.sh");
+    let output = Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("cannot run {script:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "scripts/academy-venv.sh failed (needs python3 and network for pip): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8(output.stdout).expect("utf-8 path").trim())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// academy-py's HTTP client registers, sends every message kind, receives over SSE and long
+/// poll, discovers, terminates, and runs a Manager + agent against our server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn academy_client_against_our_server() {
+    let server = spawn_http_exchange().await.expect("start our server");
+    let python = academy_python();
+    let script = repo_root().join("tests/python/http_interop_client.py");
+    let url = server.url().to_owned();
+    let fixtures = fixtures::root();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python).arg(script).arg(url).arg(fixtures).output().expect("run the python client")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("ALL OK"),
+        "academy-py client failed against our server\n--- stdout\n{stdout}\n--- stderr\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Academy's own HTTP exchange server in a child process (in-memory backend); killed on drop.
+struct AcademyServer {
+    child: Child,
+    url: String,
+    /// Config and log; removed on drop.
+    dir: PathBuf,
+}
+
+impl AcademyServer {
+    async fn start() -> Self {
+        let python = academy_python();
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("academy-http-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = dir.join("exchange.toml");
+        std::fs::write(&config, format!("host = \"127.0.0.1\"\nport = {port}\n[backend]\nkind = \"python\"\n"))
+            .expect("write config");
+        let log = std::fs::File::create(dir.join("server.log")).expect("log file");
+        let child = Command::new(&python)
+            .args(["-m", "academy.exchange.cloud", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start Academy's server with {python:?}: {e}"));
+        let mut server = AcademyServer { child, url: format!("http://127.0.0.1:{port}"), dir };
+        let started = Instant::now();
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let log = std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default();
+                panic!("Academy's server exited with {status}:\n{log}");
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "Academy's server did not open port {port}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for AcademyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Our client against Academy's server.
+struct AcademyBackend {
+    server: AcademyServer,
+}
+
+impl AcademyBackend {
+    async fn start() -> Self {
+        AcademyBackend { server: AcademyServer::start().await }
+    }
+}
+
+#[async_trait]
+impl TestBackend for AcademyBackend {
+    async fn client(&self) -> Arc<dyn Exchange> {
+        Arc::new(HttpExchange::connect(&self.server.url).await.expect("connect to Academy's server"))
+    }
+}
+
+mod against_academy_server {
+    use super::AcademyBackend;
+
+    exchange_conformance::conformance_tests!(AcademyBackend::start());
+}
