@@ -393,20 +393,17 @@ impl<A: Agent> Server<A> {
                 return;
             }
         };
+        // Only the computation is abortable: once it has produced the answer, the answer is sent.
+        let (work, abort) = abortable(work);
         let exchange = self.exchange.clone();
-        let (work, abort) = abortable(async move {
-            let body = work.await;
-            if let Err(e) = exchange.send(Message { header: response_header, body }).await {
-                tracing::debug!(error = %e, "could not send an action response");
-            }
-        });
         let tag = header.tag;
         self.running.insert(tag, (abort, header));
         self.inflight.push(Box::pin(async move {
-            match work.await {
-                Ok(()) => Done::Finished(tag),
-                Err(_) => Done::Aborted(tag),
+            let Ok(body) = work.await else { return Done::Aborted(tag) };
+            if let Err(e) = exchange.send(Message { header: response_header, body }).await {
+                tracing::debug!(error = %e, "could not send an action response");
             }
+            Done::Finished(tag)
         }));
     }
 
@@ -472,15 +469,19 @@ impl<A: Agent> Server<A> {
     async fn stop(mut self, exit: Exit, mut recv: RecvFuture) -> Result<()> {
         self.shared.stopping.send_replace(true);
         self.loop_tasks.abort_all();
-        // Actions that already answered must not be answered again.
-        while let Some(Some(done)) = self.inflight.next().now_or_never() {
+        // Cancel running computations; answers already computed are still sent (bounded wait).
+        for (abort, _) in self.running.values() {
+            abort.abort();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(done)) = tokio::time::timeout_at(deadline, self.inflight.next()).await {
             if let Done::Finished(tag) = done {
                 self.running.remove(&tag);
             }
         }
+        self.inflight = FuturesUnordered::new();
         let mut answers: Vec<Message> = Vec::new();
-        for (_, (abort, header)) in self.running.drain() {
-            abort.abort();
+        for (_, (_, header)) in self.running.drain() {
             answers.extend(
                 header.response().ok().map(|h| Message { header: h, body: academy_error(ErrorCode::ActionCancelled) }),
             );
@@ -493,9 +494,6 @@ impl<A: Agent> Server<A> {
                 header.response().ok().map(|h| Message { header: h, body: academy_error(ErrorCode::PingCancelled) }),
             );
         }
-        // Let pending sends (responses already computed) finish, then drop what is left.
-        let inflight = std::mem::take(&mut self.inflight);
-        let _ = tokio::time::timeout(Duration::from_secs(1), inflight.collect::<Vec<_>>()).await;
         for answer in answers {
             let _ = self.exchange.send(answer).await;
         }

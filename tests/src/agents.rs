@@ -56,6 +56,10 @@ impl Agent for Calculator {
             .add("echo", |_agent, (x,): (Value,)| async move { Ok(x) })
             .add("fail", |_agent, (text,): (String,)| async move { Err::<(), BoxError>(text.into()) })
             .add("whoami", |agent, ()| async move { Ok(agent.caller().map(EntityId::to_json)) })
+            .add("stop", |agent, ()| async move {
+                agent.shutdown();
+                Ok(())
+            })
             .add("sleep", |agent, (ms,): (u64,)| async move {
                 agent.sleeping.fetch_add(1, Ordering::SeqCst);
                 let mut guard = CancelGuard(Some(agent.cancelled.clone()));
@@ -273,6 +277,11 @@ pub async fn agent_shutdown_terminates_mailbox(backend: &impl TestBackend) {
     within("agent stop", manager.wait(kept.agent_id(), None)).await.unwrap();
     let status = manager.exchange().status(&kept.agent_id().clone().into()).await.unwrap();
     assert_eq!(status, MailboxStatus::Active);
+    // An agent can stop itself from an action.
+    let quitter = manager.launch(Calculator::default()).await.unwrap();
+    quitter.call::<()>("stop", ()).await.unwrap();
+    within("self stop", manager.wait(quitter.agent_id(), None)).await.unwrap();
+    assert_eq!(quitter.status().await.unwrap(), AgentStatus::Terminated);
     manager.close().await.unwrap();
 }
 
