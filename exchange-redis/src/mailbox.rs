@@ -182,7 +182,8 @@ impl Mailbox for RedisMailbox {
     }
 
     async fn recv(&self, timeout: Option<Duration>) -> Result<Message> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let called = Instant::now();
+        let deadline = timeout.map(|t| called + t);
         let timed_out = || Error::Timeout { timeout: timeout.unwrap_or_default() };
         let mut state = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, self.state.lock()).await.map_err(|_| timed_out())?,
@@ -198,7 +199,8 @@ impl Mailbox for RedisMailbox {
             if self.shared.terminated.load(Ordering::SeqCst) {
                 return Err(self.terminated(&mut state));
             }
-            let fresh = state.validated_at.is_some_and(|at| at.elapsed() <= options.prefetch_max_age);
+            // Confirmed active during this call, or recently enough.
+            let fresh = state.validated_at.is_some_and(|at| at >= called || at.elapsed() <= options.prefetch_max_age);
             if fresh && let Some(raw) = state.buffer.pop_front() {
                 self.shared.buffered.fetch_sub(1, Ordering::Relaxed);
                 return Message::from_slice(&raw);
