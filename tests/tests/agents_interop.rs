@@ -1,4 +1,4 @@
-//! Cross-language agents over our HTTP exchange server and over Academy's own (Python) one: a Rust agent called from an academy-py
+//! Cross-language agents over Redis, our HTTP exchange server, and Academy's own (Python) one: a Rust agent called from an academy-py
 //! handle (json serializer on the Python side), and an academy-py agent called from a Rust
 //! handle. Python comes from `scripts/academy-venv.sh` (or `ACADEMY_PYTHON`); the tests fail
 //! loudly if it cannot be created.
@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use exchange_conformance::agents::{CALCULATOR, Calculator};
+use exchange_conformance::redis_server::RedisServer;
 use exchange_core::{AgentId, Error, Exchange, Manager, Uuid};
 use exchange_http::HttpExchange;
 use exchange_http::server::spawn_http_exchange;
+use exchange_redis::RedisExchange;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -108,34 +110,65 @@ impl Drop for AcademyServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_handle_calls_rust_agent_over_http() {
     let server = spawn_http_exchange().await.expect("start our HTTP exchange server");
-    python_calls_rust_agent(server.url()).await;
+    python_calls_rust_agent(over_http(server.url()).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_handle_calls_rust_agent_over_academy_server() {
     let server = AcademyServer::start().await;
-    python_calls_rust_agent(&server.url).await;
+    python_calls_rust_agent(over_http(&server.url).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_handle_calls_python_agent_over_http() {
     let server = spawn_http_exchange().await.expect("start our HTTP exchange server");
-    rust_calls_python_agent(server.url()).await;
+    rust_calls_python_agent(over_http(server.url()).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_handle_calls_python_agent_over_academy_server() {
     let server = AcademyServer::start().await;
-    rust_calls_python_agent(&server.url).await;
+    rust_calls_python_agent(over_http(&server.url).await).await;
 }
 
-async fn python_calls_rust_agent(url: &str) {
-    let manager = Manager::new(http_exchange(url).await).await.unwrap();
+/// Which exchange both sides use: the Rust client and the Python factory arguments.
+struct Target {
+    exchange: Arc<dyn Exchange>,
+    python_args: Vec<String>,
+}
+
+async fn over_http(url: &str) -> Target {
+    Target { exchange: http_exchange(url).await, python_args: vec!["http".into(), url.into()] }
+}
+
+async fn over_redis(server: &RedisServer) -> Target {
+    let exchange = RedisExchange::connect(&server.url()).await.expect("connect to the test redis-server");
+    Target {
+        exchange: Arc::new(exchange),
+        python_args: vec!["redis".into(), "127.0.0.1".into(), server.port().to_string()],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_handle_calls_rust_agent_over_redis() {
+    let server = RedisServer::start();
+    python_calls_rust_agent(over_redis(&server).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_handle_calls_python_agent_over_redis() {
+    let server = RedisServer::start();
+    rust_calls_python_agent(over_redis(&server).await).await;
+}
+
+async fn python_calls_rust_agent(target: Target) {
+    let manager = Manager::new(target.exchange).await.unwrap();
     let calc = manager.launch(Calculator::default()).await.unwrap();
     calc.ping().await.unwrap();
     let id = calc.agent_id().uid().to_string();
 
-    let (mut child, mut lines) = spawn_python("agents_py_caller.py", &[id.clone(), "http".into(), url.into()]);
+    let args: Vec<String> = std::iter::once(id.clone()).chain(target.python_args).collect();
+    let (mut child, mut lines) = spawn_python("agents_py_caller.py", &args);
     let mut checks = serde_json::Map::new();
     loop {
         let line = next_line(&mut lines, "the next check").await;
@@ -166,12 +199,12 @@ async fn python_calls_rust_agent(url: &str) {
     manager.close().await.unwrap();
 }
 
-async fn rust_calls_python_agent(url: &str) {
-    let (mut child, mut lines) = spawn_python("agents_py_agent.py", &["http".into(), url.into()]);
+async fn rust_calls_python_agent(target: Target) {
+    let (mut child, mut lines) = spawn_python("agents_py_agent.py", &target.python_args);
     let started: Value = serde_json::from_str(&next_line(&mut lines, "the agent id").await).expect("json line");
     let uid = Uuid::parse_str(started["agent_id"].as_str().expect("agent_id")).expect("uuid");
 
-    let manager = Manager::new(http_exchange(url).await).await.unwrap();
+    let manager = Manager::new(target.exchange).await.unwrap();
     let agent = manager.handle(&AgentId::from_parts(uid, None)).with_timeout(DEADLINE);
     agent.ping().await.unwrap();
     assert_eq!(agent.call::<i64>("add", (2, 40)).await.unwrap(), 42);
