@@ -431,3 +431,68 @@ async fn bad_input_is_rejected_cleanly() {
     client.send(Message::request(src, dest, Body::PingRequest)).await.unwrap();
     assert_eq!(inbox.recv(Some(Duration::from_secs(10))).await.unwrap().body, Body::PingRequest);
 }
+
+/// A self-signed certificate for 127.0.0.1 made with the `openssl` command.
+fn self_signed_cert(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("the openssl command makes the test certificate");
+    assert!(status.success(), "openssl failed");
+    (cert, key)
+}
+
+/// TLS from certificate and key files; the client trusts a CA file, or skips verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_from_cert_and_key_files() {
+    let dir = std::env::temp_dir().join(format!("exchange-http-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = self_signed_cert(&dir);
+    let config = ServerConfig::from_toml(&format!(
+        "port = 0\ncertfile = {:?}\nkeyfile = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    ))
+    .unwrap();
+    let server = spawn_server(HttpExchangeServer::new(config).unwrap()).await;
+    // The helper's own client does not trust the certificate: it cannot start.
+    assert!(server.is_err(), "a client without the CA must refuse the server");
+    let bound = HttpExchangeServer::new(
+        ServerConfig::from_toml(&format!(
+            "port = 0\ncertfile = {:?}\nkeyfile = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ))
+        .unwrap(),
+    )
+    .unwrap()
+    .bind()
+    .await
+    .unwrap();
+    let url = bound.url();
+    assert!(url.starts_with("https://"), "{url}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(bound.serve(async move {
+        let _ = stopped.await;
+    }));
+    let trusted = HttpExchange::connect_with(&url, exchange_http::HttpOptions::default().ca_file(&cert)).await.unwrap();
+    let user = trusted.register_user(None).await.unwrap();
+    let inbox = trusted.open_mailbox(&user.clone().into()).await.unwrap();
+    trusted.send(Message::request(user.clone(), user.clone(), Body::PingRequest)).await.unwrap();
+    assert_eq!(inbox.recv(Some(Duration::from_secs(10))).await.unwrap().body, Body::PingRequest);
+    let unverified =
+        HttpExchange::connect_with(&url, exchange_http::HttpOptions::default().verify_tls(false)).await.unwrap();
+    assert_eq!(unverified.status(&user.into()).await.unwrap(), exchange_core::MailboxStatus::Active);
+    assert!(HttpExchange::connect(&url).await.is_err(), "an unknown certificate is refused by default");
+    let _ = stop.send(());
+    serving.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -16,6 +16,7 @@ mod memory;
 mod routes;
 mod spawn;
 mod storage;
+mod tls;
 
 pub use auth::{Authenticator, NoAuth, TokenAuth};
 pub use config::{AuthConfig, BackendConfig, DEFAULT_PORT, LoggerConfig, ServerConfig, TokenEntry};
@@ -84,15 +85,16 @@ impl HttpExchangeServer {
     /// [`Error::Unavailable`] if the address cannot be bound; [`Error::Config`] for TLS
     /// settings this build cannot serve.
     pub async fn bind(self) -> Result<BoundServer> {
-        if self.config.certfile.is_some() {
-            return Err(Error::config("TLS (certfile) is not supported by this server yet; use a TLS reverse proxy"));
-        }
+        let tls = match &self.config.certfile {
+            Some(certfile) => Some(tls::server_config(certfile, self.config.keyfile.as_deref())?),
+            None => None,
+        };
         let address = format!("{}:{}", self.config.host, self.config.port);
         let listener = TcpListener::bind(&address)
             .await
             .map_err(|e| Error::unavailable("http", format!("cannot bind {address}: {e}")))?;
         let local_addr = listener.local_addr().map_err(|e| Error::unavailable("http", e))?;
-        Ok(BoundServer { server: self, listener, local_addr })
+        Ok(BoundServer { server: self, listener, tls, local_addr })
     }
 }
 
@@ -101,6 +103,7 @@ impl HttpExchangeServer {
 pub struct BoundServer {
     server: HttpExchangeServer,
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     local_addr: SocketAddr,
 }
 
@@ -112,7 +115,8 @@ impl BoundServer {
 
     /// The base URL clients connect to (with the path prefix).
     pub fn url(&self) -> String {
-        format!("http://{}{}", self.local_addr, self.server.config.path_prefix.trim_end_matches('/'))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.local_addr, self.server.config.path_prefix.trim_end_matches('/'))
     }
 
     /// Serves until `shutdown` completes, then ends long polls and event streams and waits for
@@ -123,12 +127,17 @@ impl BoundServer {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let (stop, stopping) = watch::channel(false);
         let app = self.server.router(stopping);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stop.send(true);
-            })
-            .await
-            .map_err(|e| Error::unavailable("http", e))
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        let served = match self.tls {
+            None => axum::serve(self.listener, app).with_graceful_shutdown(signal).await,
+            Some(config) => {
+                let listener = tls::TlsListener::new(self.listener, config).map_err(|e| Error::unavailable("http", e))?;
+                axum::serve(listener, app).with_graceful_shutdown(signal).await
+            }
+        };
+        served.map_err(|e| Error::unavailable("http", e))
     }
 }
