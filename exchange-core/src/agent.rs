@@ -153,7 +153,13 @@ impl<A> Context<A> {
 
     /// Asks this agent to stop (its mailbox is terminated per its policy).
     pub fn shutdown(&self) {
-        self.shared.stop_request.send_if_modified(|request| request.replace(request.unwrap_or(None)).is_none());
+        self.shared.stop_request.send_if_modified(|request| {
+            if request.is_some() {
+                return false;
+            }
+            *request = Some(None);
+            true
+        });
     }
 
     /// Whether the agent has begun to stop.
