@@ -31,6 +31,8 @@ pub struct Calculator {
     pub sleeping: Arc<AtomicUsize>,
     /// Startup delay.
     pub startup_delay: Duration,
+    /// Startup fails (after the delay) with this text.
+    pub startup_error: Option<&'static str>,
 }
 
 /// Counts a slow action as cancelled when it is dropped before it finishes.
@@ -74,7 +76,10 @@ impl Agent for Calculator {
 
     async fn startup(&self, _ctx: &Context<Self>) -> Result<(), BoxError> {
         tokio::time::sleep(self.startup_delay).await;
-        Ok(())
+        match self.startup_error {
+            Some(text) => Err(text.into()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -253,6 +258,21 @@ pub async fn agent_ping_waits_for_startup(backend: &impl TestBackend) {
     assert!(rtt <= started.elapsed() + Duration::from_millis(1));
     let again = calc.ping().await.unwrap();
     assert!(again < PROMPT);
+    // A ping waiting for a startup that fails is cancelled (code 1).
+    let broken = Calculator {
+        startup_delay: Duration::from_millis(300),
+        startup_error: Some("no database"),
+        ..Calculator::default()
+    };
+    let broken = manager.launch(broken).await.unwrap();
+    match within("ping of a failing agent", broken.ping()).await {
+        Err(Error::PingCancelled) => {}
+        other => panic!("expected PingCancelled, got {other:?}"),
+    }
+    match within("failing agent", manager.wait(broken.agent_id(), None)).await {
+        Err(Error::AgentFailed { message, .. }) => assert!(message.contains("no database"), "{message}"),
+        other => panic!("expected the startup failure, got {other:?}"),
+    }
     manager.close().await.unwrap();
 }
 
