@@ -51,6 +51,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Exchange>> {
     }
 }
 
+#[cfg_attr(all(feature = "local", feature = "redis", feature = "http"), allow(dead_code))]
 fn missing_feature(feature: &str, url: &str) -> Error {
     Error::config(format!(
         "{url:?} needs the `{feature}` backend, which this build does not include: enable the `{feature}` \
