@@ -61,7 +61,7 @@ async fn run(args: Args) -> exchange_core::Result<()> {
         .or_else(|_| EnvFilter::try_new(config.logger.level.as_deref().unwrap_or("info")))
         .map_err(|e| exchange_core::Error::config(format!("invalid [logger] level: {e}")))?;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let bound = HttpExchangeServer::new(config)?.bind().await?;
+    let bound = HttpExchangeServer::from_config(config).await?.bind().await?;
     tracing::info!(url = %bound.url(), "exchange server listening");
     bound.serve(shutdown_signal()).await
 }

@@ -82,6 +82,34 @@ pub struct BackendConfig {
     /// message travels as an escaped JSON string).
     #[serde(default)]
     pub body_limit_kb: Option<usize>,
+    /// Redis host (`kind = "redis"`).
+    #[serde(default = "default_redis_host")]
+    pub hostname: String,
+    /// Redis port (`kind = "redis"`).
+    #[serde(default = "default_redis_port")]
+    pub port: u16,
+    /// TTL in days of queues and request-tracking keys (`kind = "redis"`).
+    #[serde(default = "default_mailbox_expiration")]
+    pub mailbox_expiration_d: f64,
+    /// TTL in days of status, owner, heartbeat and agent keys (`kind = "redis"`).
+    #[serde(default = "default_gravestone_expiration")]
+    pub gravestone_expiration_d: f64,
+}
+
+fn default_redis_host() -> String {
+    "localhost".into()
+}
+
+fn default_redis_port() -> u16 {
+    6379
+}
+
+fn default_mailbox_expiration() -> f64 {
+    7.0
+}
+
+fn default_gravestone_expiration() -> f64 {
+    365.0
 }
 
 /// `[logger]`.
@@ -116,7 +144,15 @@ fn default_message_limit_kb() -> usize {
 
 impl Default for BackendConfig {
     fn default() -> Self {
-        BackendConfig { kind: default_kind(), message_size_limit_kb: default_message_limit_kb(), body_limit_kb: None }
+        BackendConfig {
+            kind: default_kind(),
+            message_size_limit_kb: default_message_limit_kb(),
+            body_limit_kb: None,
+            hostname: default_redis_host(),
+            port: default_redis_port(),
+            mailbox_expiration_d: default_mailbox_expiration(),
+            gravestone_expiration_d: default_gravestone_expiration(),
+        }
     }
 }
 
@@ -168,11 +204,14 @@ impl ServerConfig {
         if self.backend.message_size_limit_kb == 0 {
             return Err(Error::config("[backend] message_size_limit_kb must be at least 1"));
         }
-        if !matches!(self.backend.kind.as_str(), "memory" | "python") {
+        if !matches!(self.backend.kind.as_str(), "memory" | "python" | "redis") {
             return Err(Error::config(format!(
-                "[backend] kind {:?} is not supported (this server has \"memory\", alias \"python\")",
+                "[backend] kind {:?} is not supported (use \"memory\" (alias \"python\") or \"redis\")",
                 self.backend.kind
             )));
+        }
+        if !(self.backend.mailbox_expiration_d > 0.0 && self.backend.gravestone_expiration_d > 0.0) {
+            return Err(Error::config("[backend] expirations must be positive numbers of days"));
         }
         if let Some(auth) = &self.auth {
             if auth.method != "token" {

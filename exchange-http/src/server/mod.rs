@@ -13,6 +13,7 @@ use tokio::sync::watch;
 mod auth;
 mod config;
 mod memory;
+mod redis_store;
 mod routes;
 mod spawn;
 mod storage;
@@ -21,6 +22,7 @@ mod tls;
 pub use auth::{Authenticator, NoAuth, TokenAuth};
 pub use config::{AuthConfig, BackendConfig, DEFAULT_PORT, LoggerConfig, ServerConfig, TokenEntry};
 pub use memory::MemoryStorage;
+pub use redis_store::RedisStorage;
 pub use routes::{AppState, router};
 pub use spawn::{SpawnedServer, spawn_http_exchange, spawn_server};
 pub use storage::{ApiError, Caller, Storage};
@@ -46,6 +48,38 @@ impl HttpExchangeServer {
     /// [`Error::Config`] for a configuration that cannot work.
     pub fn new(config: ServerConfig) -> Result<Self> {
         config.validate()?;
+        if config.backend.kind == "redis" {
+            return Err(Error::config("[backend] kind = \"redis\" needs HttpExchangeServer::from_config (async)"));
+        }
+        Ok(Self::with_memory(config))
+    }
+
+    /// A server with the storage the configuration names, connecting to Redis for
+    /// `kind = "redis"`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a configuration that cannot work; [`Error::Unavailable`] if Redis
+    /// does not answer.
+    pub async fn from_config(config: ServerConfig) -> Result<Self> {
+        config.validate()?;
+        let redis = config.backend.kind == "redis";
+        let server = Self::with_memory(config);
+        if !redis {
+            return Ok(server);
+        }
+        let backend = &server.config.backend;
+        let url = format!("redis://{}:{}/", backend.hostname, backend.port);
+        let storage = RedisStorage::connect(
+            &url,
+            server.config.message_limit(),
+            backend.mailbox_expiration_d,
+            backend.gravestone_expiration_d,
+        )
+        .await?;
+        Ok(server.with_storage(Arc::new(storage)))
+    }
+
+    fn with_memory(config: ServerConfig) -> Self {
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new(config.message_limit()));
         let auth: Arc<dyn Authenticator> = match &config.auth {
             None => Arc::new(NoAuth),
@@ -53,7 +87,7 @@ impl HttpExchangeServer {
                 table.with_token(token.clone(), entry.client_id.clone(), entry.groups.iter().cloned())
             })),
         };
-        Ok(HttpExchangeServer { config, storage, auth })
+        HttpExchangeServer { config, storage, auth }
     }
 
     /// Replaces the mailbox storage.
@@ -134,7 +168,8 @@ impl BoundServer {
         let served = match self.tls {
             None => axum::serve(self.listener, app).with_graceful_shutdown(signal).await,
             Some(config) => {
-                let listener = tls::TlsListener::new(self.listener, config).map_err(|e| Error::unavailable("http", e))?;
+                let listener =
+                    tls::TlsListener::new(self.listener, config).map_err(|e| Error::unavailable("http", e))?;
                 axum::serve(listener, app).with_graceful_shutdown(signal).await
             }
         };
