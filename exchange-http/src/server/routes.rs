@@ -308,36 +308,47 @@ struct Listen {
 
 enum Step {
     Message(Bytes),
-    Ping,
+    /// Nothing arrived before the wait ended: ping or end, by the clock.
+    Wait,
     End,
 }
 
 impl Listen {
+    /// The next chunk: a message, a keep-alive comment, or the end. The store's receive is
+    /// never cancelled for a ping (it waits at most until the next ping is due), so a store
+    /// whose blocking pop is not cancel safe loses nothing; only shutdown cancels it.
     async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Self)> {
-        let remaining = self.deadline.saturating_duration_since(tokio::time::Instant::now());
-        let step = tokio::select! {
-            biased;
-            _ = self.shutdown.wait_for(|stopping| *stopping) => Step::End,
-            received = self.storage.recv(&self.caller, &self.id, remaining) => match received {
-                Ok(Some(message)) => Step::Message(message),
-                _ => Step::End,
-            },
-            _ = tokio::time::sleep_until(self.next_ping) => Step::Ping,
-        };
-        match step {
-            Step::Message(message) => {
-                self.deadline = tokio::time::Instant::now() + self.timeout;
-                let mut event = BytesMut::with_capacity(message.len() + 10);
-                event.put_slice(b"data: ");
-                event.put_slice(&message);
-                event.put_slice(b"\r\n\r\n");
-                Some((Ok(event.freeze()), self))
-            }
-            Step::Ping => {
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= self.next_ping {
                 self.next_ping += PING_INTERVAL;
-                Some((Ok(Bytes::from_static(b": ping\r\n\r\n")), self))
+                return Some((Ok(Bytes::from_static(b": ping\r\n\r\n")), self));
             }
-            Step::End => None,
+            if now >= self.deadline {
+                return None;
+            }
+            let wait = self.deadline.min(self.next_ping) - now;
+            let step = tokio::select! {
+                biased;
+                _ = self.shutdown.wait_for(|stopping| *stopping) => Step::End,
+                received = self.storage.recv(&self.caller, &self.id, wait) => match received {
+                    Ok(Some(message)) => Step::Message(message),
+                    Ok(None) => Step::Wait,
+                    Err(_) => Step::End,
+                },
+            };
+            match step {
+                Step::Message(message) => {
+                    self.deadline = tokio::time::Instant::now() + self.timeout;
+                    let mut event = BytesMut::with_capacity(message.len() + 10);
+                    event.put_slice(b"data: ");
+                    event.put_slice(&message);
+                    event.put_slice(b"\r\n\r\n");
+                    return Some((Ok(event.freeze()), self));
+                }
+                Step::Wait => {}
+                Step::End => return None,
+            }
         }
     }
 }
