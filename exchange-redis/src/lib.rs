@@ -27,6 +27,7 @@ mod scripts;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -166,6 +167,7 @@ impl RedisExchangeBuilder {
                 options: self,
                 idle: Mutex::new(Vec::new()),
                 open: Mutex::new(HashMap::new()),
+                blmpop: AtomicBool::new(true),
             }),
         })
     }
@@ -181,6 +183,8 @@ pub(crate) struct Inner {
     idle: Mutex<Vec<RecvConnection>>,
     /// Mailbox handles opened through this client, by uid.
     open: Mutex<HashMap<Uuid, Vec<Weak<Shared>>>>,
+    /// The server knows `BLMPOP` (Redis 7); cleared on the first "unknown command".
+    pub(crate) blmpop: AtomicBool,
 }
 
 /// A connection dedicated to (possibly blocking) receives, with its server-side client id.

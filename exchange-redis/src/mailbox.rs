@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::keys::Keys;
 use crate::scripts::{self, ACTIVE, CLOSED, MISSING};
-use crate::{Inner, is_connection_error, unavailable};
+use crate::{Inner, RecvConnection, is_connection_error, unavailable};
 
 /// Longest single `BLPOP`: a receive without a timeout re-checks the mailbox this often.
 const MAX_BLOCK: Duration = Duration::from_secs(30);
@@ -89,6 +89,25 @@ struct State {
     buffer: VecDeque<Vec<u8>>,
     validated_at: Option<Instant>,
     inflight: Option<JoinHandle<RedisResult<Fetched>>>,
+    /// Run the status-checking script before blocking.
+    check_first: bool,
+    /// Mean size of the messages of the last batch, to bound the next batch in bytes.
+    mean_size: usize,
+}
+
+impl State {
+    /// The next round trip: re-validate and top up a stale buffer, else wait for messages.
+    fn plan(&self, prefetch: usize, prefetch_bytes: usize, deadline: Option<Instant>) -> Plan {
+        // Never hold more than `prefetch` messages: a slow reader only re-validates.
+        let room = prefetch.saturating_sub(self.buffer.len());
+        if !self.buffer.is_empty() {
+            return Plan::Check { count: room };
+        }
+        // A blocking pop cannot stop at a byte budget: size its batch from the last one.
+        let count = (prefetch_bytes / self.mean_size.max(1024)).clamp(1, prefetch);
+        let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if self.check_first { Plan::CheckThenBlock { count, wait } } else { Plan::Block { count, wait } }
+    }
 }
 
 /// Receiving end of a Redis mailbox (see the module docs for how batches are taken).
@@ -121,15 +140,34 @@ impl RedisMailbox {
     }
 }
 
-/// Pops up to `count` messages (and, with `block`, waits for the first one up to that long;
-/// `None` = [`MAX_BLOCK`]). With `count` 0 it only checks that the mailbox is active.
-async fn fetch(
-    inner: Arc<Inner>,
-    shared: Arc<Shared>,
-    count: usize,
-    block: Option<Option<Duration>>,
-) -> RedisResult<Fetched> {
+/// How one receive round trip takes messages.
+#[derive(Clone, Copy)]
+enum Plan {
+    /// The status-checking script only: confirms the mailbox is active and pops up to
+    /// `count` (maybe 0) messages without waiting.
+    Check { count: usize },
+    /// The script, then a blocking pop if it found nothing.
+    CheckThenBlock { count: usize, wait: Option<Duration> },
+    /// A blocking pop straight away (`BLMPOP … COUNT`, or `BLPOP` before Redis 7). The
+    /// `<CLOSED>` sentinel, which every terminate leaves in the queue, reports termination.
+    Block { count: usize, wait: Option<Duration> },
+}
+
+async fn fetch(inner: Arc<Inner>, shared: Arc<Shared>, plan: Plan) -> RedisResult<Fetched> {
     let mut conn = inner.recv_connection().await?;
+    let result = run_plan(&inner, &shared, &mut conn, plan).await;
+    if result.is_ok() {
+        inner.release(conn);
+    }
+    result
+}
+
+async fn run_plan(inner: &Inner, shared: &Shared, conn: &mut RecvConnection, plan: Plan) -> RedisResult<Fetched> {
+    let (count, wait) = match plan {
+        Plan::Check { count } => (count, None),
+        Plan::CheckThenBlock { count, wait } => (count, Some(wait)),
+        Plan::Block { count, wait } => return block(inner, shared, conn, count, wait).await,
+    };
     let started = Instant::now();
     let mut invocation = scripts::POP.prepare_invoke();
     invocation.key(&shared.active_key).key(&shared.queue_key).arg(count).arg(inner.options.prefetch_bytes);
@@ -137,42 +175,78 @@ async fn fetch(
     let mut reply = reply.into_iter();
     let code: i64 = reply.next().map(redis::from_redis_value).transpose()?.unwrap_or(MISSING);
     if code != ACTIVE {
-        inner.release(conn);
         return Ok(if code == MISSING { Fetched::Missing } else { Fetched::Terminated });
     }
     let batch = reply.map(redis::from_redis_value).collect::<Result<Vec<Vec<u8>>, _>>()?;
-    let wait = match block {
-        Some(wait) if batch.is_empty() => wait.unwrap_or(MAX_BLOCK).min(MAX_BLOCK),
-        _ => {
-            inner.release(conn);
-            return Ok(Fetched::Messages(batch, started));
-        }
-    };
+    match wait {
+        Some(wait) if batch.is_empty() => block(inner, shared, conn, count, wait).await,
+        _ => Ok(Fetched::Messages(batch, started)),
+    }
+}
+
+/// Waits up to `wait` (`None` = [`MAX_BLOCK`]) for messages and pops up to `count` of them.
+async fn block(
+    inner: &Inner,
+    shared: &Shared,
+    conn: &mut RecvConnection,
+    count: usize,
+    wait: Option<Duration>,
+) -> RedisResult<Fetched> {
+    let wait = wait.unwrap_or(MAX_BLOCK).min(MAX_BLOCK);
     if wait < MIN_BLOCK {
-        inner.release(conn);
         return Ok(Fetched::Empty);
     }
     // `close` reads `blocked_on` after setting `closed`: one of us sees the other.
     shared.blocked_on.store(conn.client_id, Ordering::SeqCst);
     if shared.closed.load(Ordering::SeqCst) {
         shared.blocked_on.store(0, Ordering::SeqCst);
-        inner.release(conn);
         return Ok(Fetched::Empty);
     }
-    let popped: RedisResult<Option<(Vec<u8>, Vec<u8>)>> =
-        redis::cmd("BLPOP").arg(&shared.queue_key).arg(wait.as_secs_f64()).query_async(&mut conn.connection).await;
+    let popped = blocking_pop(inner, &shared.queue_key, conn, count.max(1), wait).await;
     shared.blocked_on.store(0, Ordering::SeqCst);
-    let fetched = match popped? {
-        None => Fetched::Empty,
-        Some((_, message)) if message == CLOSED => {
-            // Leave the sentinel for every other reader, as Academy's layout keeps it.
-            redis::cmd("LPUSH").arg(&shared.queue_key).arg(CLOSED).query_async::<i64>(&mut conn.connection).await?;
-            Fetched::Terminated
+    let popped = popped?;
+    if popped.iter().any(|m| m == CLOSED) {
+        // Terminated: whatever came with the sentinel was queued before termination (or sent
+        // in a race with a non-atomic terminate) and is dropped. The sentinel stays for every
+        // other reader, as Academy's layout keeps it.
+        redis::cmd("LPUSH").arg(&shared.queue_key).arg(CLOSED).query_async::<i64>(&mut conn.connection).await?;
+        return Ok(Fetched::Terminated);
+    }
+    Ok(if popped.is_empty() { Fetched::Empty } else { Fetched::Messages(popped, Instant::now()) })
+}
+
+/// `BLMPOP wait 1 queue LEFT COUNT count`, or `BLPOP` on servers older than Redis 7.
+async fn blocking_pop(
+    inner: &Inner,
+    queue: &str,
+    conn: &mut RecvConnection,
+    count: usize,
+    wait: Duration,
+) -> RedisResult<Vec<Vec<u8>>> {
+    if inner.blmpop.load(Ordering::Relaxed) {
+        let popped: RedisResult<Option<(Value, Vec<Vec<u8>>)>> = redis::cmd("BLMPOP")
+            .arg(wait.as_secs_f64())
+            .arg(1)
+            .arg(queue)
+            .arg("LEFT")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn.connection)
+            .await;
+        match popped {
+            Ok(popped) => return Ok(popped.map(|(_, batch)| batch).unwrap_or_default()),
+            Err(e)
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                    && e.to_string().to_ascii_lowercase().contains("unknown command") =>
+            {
+                inner.blmpop.store(false, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
         }
-        Some((_, message)) => Fetched::Messages(vec![message], Instant::now()),
-    };
-    inner.release(conn);
-    Ok(fetched)
+    }
+    let popped: Option<(Value, Vec<u8>)> =
+        redis::cmd("BLPOP").arg(queue).arg(wait.as_secs_f64()).query_async(&mut conn.connection).await?;
+    Ok(popped.map(|(_, message)| vec![message]).unwrap_or_default())
 }
 
 #[async_trait]
@@ -206,11 +280,8 @@ impl Mailbox for RedisMailbox {
                 return Message::from_slice(&raw);
             }
             if state.inflight.is_none() {
-                let block =
-                    state.buffer.is_empty().then(|| deadline.map(|d| d.saturating_duration_since(Instant::now())));
-                // Never hold more than `prefetch` messages: a slow reader only re-validates.
-                let count = options.prefetch.saturating_sub(state.buffer.len()).max(usize::from(block.is_some()));
-                state.inflight = Some(tokio::spawn(fetch(self.inner.clone(), self.shared.clone(), count, block)));
+                let plan = state.plan(options.prefetch, options.prefetch_bytes, deadline);
+                state.inflight = Some(tokio::spawn(fetch(self.inner.clone(), self.shared.clone(), plan)));
             }
             let Some(inflight) = state.inflight.as_mut() else { continue };
             let joined = match deadline {
@@ -226,6 +297,10 @@ impl Mailbox for RedisMailbox {
                 Ok(Fetched::Messages(batch, at)) => {
                     failing_since = None;
                     backoff = Duration::ZERO;
+                    state.check_first = false;
+                    if !batch.is_empty() {
+                        state.mean_size = batch.iter().map(Vec::len).sum::<usize>() / batch.len();
+                    }
                     self.shared.buffered.fetch_add(batch.len(), Ordering::Relaxed);
                     state.buffer.extend(batch);
                     state.validated_at = Some(at);
@@ -235,6 +310,8 @@ impl Mailbox for RedisMailbox {
                 }
                 Ok(Fetched::Empty) => {
                     failing_since = None;
+                    // After a quiet spell, check the mailbox still exists before blocking again.
+                    state.check_first = true;
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(timed_out());
                     }
