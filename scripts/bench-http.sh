@@ -61,8 +61,9 @@ for rep in $(seq 0 $((reps - 1))); do
   # Academy's server caps bodies at 1 MiB and messages at 512 KiB: payloads up to 256 KiB.
   "$target/release/bench" --backend http --url "http://127.0.0.1:$port_py" --label http-rs-py \
     --scenario "$scenarios" --sizes 1024,65536,262144 --server-pids "$py_pid" --rep "$rep" | tee -a "$out"
+  # academy-py's client reads event-stream lines of at most 512 KiB (aiohttp), whatever the server.
   "$python" "$anchor" --backend http --http-url "http://127.0.0.1:$port_rs" --label http-py-rs \
-    --scenario "$scenarios" --server-pids "$rs_pid" --rep "$rep" 2>/dev/null | tee -a "$out"
+    --scenario "$scenarios" --sizes 1024,65536,262144 --server-pids "$rs_pid" --rep "$rep" 2>/dev/null | tee -a "$out"
   "$python" "$anchor" --backend http --http-url "http://127.0.0.1:$port_py" --label http-py-py \
     --scenario "$scenarios" --sizes 1024,65536,262144 --server-pids "$py_pid" --rep "$rep" 2>/dev/null | tee -a "$out"
 done

@@ -496,3 +496,38 @@ async fn tls_from_cert_and_key_files() {
     serving.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Bearer tokens through the client: 401 and 403 map to `Unauthorized` and `Forbidden`,
+/// another client's mailbox is off limits, and discover skips it silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_through_the_client() {
+    let server = capture_server(
+        "[auth]\nmethod = \"token\"\n[auth.tokens.tok-alice]\nclient_id = \"alice\"\n[auth.tokens.tok-bob]\nclient_id = \"bob\"\n",
+    )
+    .await;
+    let url = server.url();
+    let anonymous = HttpExchange::connect(url).await;
+    assert!(matches!(anonymous, Err(Error::Unauthorized { .. })), "{anonymous:?}");
+    let wrong = HttpExchange::connect_with(url, exchange_http::HttpOptions::default().bearer_token("nope")).await;
+    assert!(matches!(wrong, Err(Error::Forbidden { .. })), "{wrong:?}");
+    let alice =
+        HttpExchange::connect_with(url, exchange_http::HttpOptions::default().bearer_token("tok-alice")).await.unwrap();
+    let bob = HttpExchange::connect_with(
+        url,
+        exchange_http::HttpOptions::default().header("Authorization", "Bearer tok-bob"),
+    )
+    .await
+    .unwrap();
+    let agent = alice.register_agent(exchange_core::AgentRegistration::new(["test.Private"])).await.unwrap();
+    let bob_user = bob.register_user(None).await.unwrap();
+    let sent = bob.send(Message::request(bob_user.clone(), agent.clone(), Body::PingRequest)).await;
+    assert!(matches!(sent, Err(Error::Forbidden { .. })), "{sent:?}");
+    assert!(matches!(bob.open_mailbox(&agent.clone().into()).await, Err(Error::Forbidden { .. })));
+    assert!(bob.discover("test.Private", false).await.unwrap().is_empty());
+    assert_eq!(alice.discover("test.Private", false).await.unwrap(), vec![agent.clone()]);
+    // Sending needs access to the destination, whatever the source.
+    let sent = alice.send(Message::request(agent.clone(), bob_user, Body::PingRequest)).await;
+    assert!(matches!(sent, Err(Error::Forbidden { .. })), "{sent:?}");
+    assert!(matches!(bob.terminate(&agent.clone().into()).await, Err(Error::Forbidden { .. })));
+    alice.terminate(&agent.into()).await.unwrap();
+}
