@@ -5,7 +5,7 @@
 //! Each operation is one network round trip: sends, receives, registration, terminate, stats
 //! and heartbeats run as Lua scripts (`EVALSHA`) that do atomically what Academy does with
 //! several commands. Commands share one multiplexed connection that reconnects by itself;
-//! blocking receives (`BLPOP`) run on connections of their own, so they never delay senders.
+//! blocking receives (`BLMPOP`, or `BLPOP` before Redis 7) run on connections of their own, so they never delay senders.
 //!
 //! ```no_run
 //! # async fn demo() -> exchange_core::Result<()> {

@@ -1,12 +1,14 @@
 //! The receiving end of a Redis mailbox.
 //!
-//! A receive is one round trip: a script checks that the mailbox is active and pops a batch
-//! (up to `prefetch` messages) in one atomic step; only when the queue is empty does it block
-//! in `BLPOP` on a connection of its own. The rest of a batch waits in the handle and is
-//! handed out without further round trips while the batch is younger than `prefetch_max_age`;
-//! older messages are handed out only after the mailbox is confirmed active again. A
-//! terminate through this client drops them at once. Closing or dropping the handle puts
-//! messages taken ahead back at the head of the queue, so each message is delivered once.
+//! A receive with nothing taken ahead is one round trip: a blocking pop of a batch
+//! (`BLMPOP … COUNT n` on Redis 7, `BLPOP` before) on a connection of its own, which answers at
+//! once when messages wait. Termination shows as the `<CLOSED>` sentinel every terminate leaves
+//! in the queue. The rest of a batch waits in the handle and is handed out without further
+//! round trips while the batch is younger than `prefetch_max_age`; older messages are handed
+//! out only after a script confirms the mailbox is still active (and tops the batch up). A
+//! terminate through this client drops them at once, and after a quiet spell the same script
+//! checks the mailbox before blocking again. Closing or dropping the handle puts messages
+//! taken ahead back at the head of the queue, so each message is delivered once.
 //!
 //! The pop runs in a task of its own: a receive that is cancelled (or times out) leaves the
 //! pop to finish and its messages to the next receive, so no message is lost in flight.
