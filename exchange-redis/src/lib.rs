@@ -552,6 +552,16 @@ impl Exchange for RedisExchange {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn bad_and_tls_urls_are_config_errors() {
+        for url in ["rediss://:secret@127.0.0.1:1", "redis://[::1", "http://127.0.0.1:6379"] {
+            match RedisExchange::connect(url).await {
+                Err(Error::Config { message }) => assert!(!message.contains("secret"), "{message}"),
+                other => panic!("{url}: expected a config error, got {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn redacts_passwords() {
         assert_eq!(redact("redis://:secret@host:6379/0"), "redis://:***@host:6379/0");

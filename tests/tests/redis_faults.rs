@@ -313,3 +313,19 @@ async fn taken_ahead_messages_are_returned_or_dropped() {
     let after = fourth.recv(Some(Duration::from_secs(5))).await;
     assert!(matches!(after, Err(Error::MailboxTerminated { .. })), "{after:?}");
 }
+
+/// `redis+unix://` URLs reach a server on its Unix socket.
+#[tokio::test]
+async fn unix_socket_urls_connect() {
+    let socket = std::env::temp_dir().join(format!("exchange-redis-{}.sock", Uuid::new_v4().simple()));
+    let path = socket.to_str().unwrap().to_owned();
+    let server = RedisServer::start_with(&["--save", "", "--appendonly", "no", "--unixsocket", &path]);
+    let ex = RedisExchange::connect(&format!("redis+unix://{path}")).await.unwrap();
+    let user: EntityId = ex.register_user(None).await.unwrap().into();
+    assert_eq!(ex.status(&user).await.unwrap(), MailboxStatus::Active);
+    let inbox = ex.open_mailbox(&user).await.unwrap();
+    ex.send(ping(user.clone(), user.clone())).await.unwrap();
+    inbox.recv(Some(Duration::from_secs(5))).await.unwrap();
+    drop(server);
+    let _ = std::fs::remove_file(&socket);
+}
