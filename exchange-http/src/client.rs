@@ -1,6 +1,7 @@
 //! The reqwest client: [`HttpExchange`] implements [`Exchange`] over Academy's HTTP routes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -37,6 +38,35 @@ pub(crate) struct Inner {
     open: Mutex<HashMap<Uuid, Vec<Weak<Shared>>>>,
     /// Streams of closed handles waiting for the next handle of the same mailbox.
     handovers: Mutex<HashMap<Uuid, Arc<Shared>>>,
+    /// The `timeout` asked per stream or poll (f64 bits): the option, lowered to the server's
+    /// maximum when a server refuses it.
+    listen_timeout: AtomicU64,
+}
+
+impl Inner {
+    /// Seconds to ask per stream or poll.
+    pub(crate) fn listen_timeout(&self) -> f64 {
+        f64::from_bits(self.listen_timeout.load(Ordering::Relaxed))
+    }
+
+    /// Learns the server's maximum from its 400 text (`Invalid timeout (must be less than L
+    /// and greater than 0)`); `true` if the timeout was lowered and the call is worth repeating.
+    pub(crate) fn learn_listen_max(&self, text: &str) -> bool {
+        let Some(max) = text
+            .split("less than ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|number| number.parse::<f64>().ok())
+        else {
+            return false;
+        };
+        if !(max > 0.0 && max < self.listen_timeout()) {
+            return false;
+        }
+        tracing::info!(max, "the exchange limits receive timeouts; asking for {max} s");
+        self.listen_timeout.store(max.to_bits(), Ordering::Relaxed);
+        true
+    }
 }
 
 /// Parks the stream of a closed handle for [`crate::mailbox::HANDOVER`]; stops it if no handle of
@@ -128,8 +158,13 @@ impl HttpExchange {
     pub async fn connect_with(url: &str, options: HttpOptions) -> Result<HttpExchange> {
         let exchange = Self::new(url, options)?;
         // A status call on a random id: proves the server answers and accepts our credentials.
-        exchange.status(&UserId::new(None).into()).await?;
-        Ok(exchange)
+        match exchange.status(&UserId::new(None).into()).await {
+            Ok(_) => Ok(exchange),
+            Err(Error::BadEntityId { .. }) => {
+                Err(Error::config(format!("{url} answers 404 for GET /mailbox: not an exchange (wrong base path?)")))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// A client without contacting the server.
@@ -182,7 +217,14 @@ impl HttpExchange {
         let http = builder.build().map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?;
         let base = url.trim_end_matches('/').to_owned();
         Ok(HttpExchange {
-            inner: Arc::new(Inner { http, base, options, open: Mutex::default(), handovers: Mutex::default() }),
+            inner: Arc::new(Inner {
+                http,
+                base,
+                listen_timeout: AtomicU64::new(options.listen_timeout.as_secs_f64().to_bits()),
+                options,
+                open: Mutex::default(),
+                handovers: Mutex::default(),
+            }),
         })
     }
 
@@ -295,11 +337,13 @@ impl Exchange for HttpExchange {
         let body = serde_json::to_vec(&DiscoverRequest { agent: behavior, allow_subclasses }).expect("serializes");
         let reply = self.inner.call(Method::GET, "/discover", body.into(), true).await?;
         if reply.status != StatusCode::OK {
-            return Err(status_error(
-                reply.status,
-                String::from_utf8_lossy(&reply.body).into(),
-                &UserId::new(None).into(),
-            ));
+            let text = String::from_utf8_lossy(&reply.body).into_owned();
+            return Err(match reply.status.as_u16() {
+                401 => Error::Unauthorized { message: text },
+                403 => Error::Forbidden { message: text },
+                400 => Error::codec(format!("the exchange rejected the request: {text}")),
+                _ => Error::unavailable("http", format!("GET /discover: HTTP {}: {text}", reply.status)),
+            });
         }
         let found: DiscoverResponse = reply.json()?;
         found

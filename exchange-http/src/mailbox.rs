@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use exchange_core::{EntityId, Error, Mailbox, Message, Result};
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -110,8 +110,6 @@ pub struct HttpMailbox {
     client: Arc<Inner>,
     shared: Arc<Shared>,
     closed: AtomicBool,
-    /// The `GET /mailbox/listen` / `GET /message` body.
-    request: String,
 }
 
 impl std::fmt::Debug for HttpMailbox {
@@ -123,11 +121,7 @@ impl std::fmt::Debug for HttpMailbox {
 impl HttpMailbox {
     /// A handle over `shared` (a fresh one, or the stream of a closed handle taken over).
     pub(crate) fn new(client: Arc<Inner>, shared: Arc<Shared>) -> Self {
-        let mailbox = shared.id.to_json();
-        let timeout = client.options.listen_timeout.as_secs_f64();
-        let request = serde_json::to_string(&MailboxRequest { mailbox: &mailbox, agent: None, timeout: Some(timeout) })
-            .expect("requests serialize");
-        HttpMailbox { client, shared, closed: AtomicBool::new(false), request }
+        HttpMailbox { client, shared, closed: AtomicBool::new(false) }
     }
 
     /// Fresh shared state for a mailbox.
@@ -150,7 +144,7 @@ impl HttpMailbox {
     fn ensure_stream(&self) {
         let mut task = self.shared.task.lock();
         if task.is_none() && !self.is_closed() {
-            let stream = listen(self.client.clone(), self.shared.clone(), self.request.clone());
+            let stream = listen(self.client.clone(), self.shared.clone());
             *task = Some(tokio::spawn(stream));
         }
     }
@@ -178,8 +172,8 @@ impl HttpMailbox {
 
     async fn recv_long_poll(&self, timeout: Option<Duration>) -> Result<Message> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        let max = self.client.options.listen_timeout;
         loop {
+            let max = Duration::from_secs_f64(self.client.listen_timeout());
             if let Some(ready) = self.ready() {
                 return ready;
             }
@@ -215,6 +209,7 @@ impl HttpMailbox {
                         return Err(Error::Timeout { timeout: timeout.unwrap_or_default() });
                     }
                 }
+                400 if self.client.learn_listen_max(&String::from_utf8_lossy(&reply.body)) => {}
                 _ => return Err(reply.error(&self.shared.id)),
             }
         }
@@ -261,10 +256,14 @@ impl Drop for HttpMailbox {
 
 /// The stream task: keeps one event stream open, reconnecting when it ends, until the mailbox
 /// is terminated, unknown, refused, or unreachable too many times in a row.
-async fn listen(client: Arc<Inner>, shared: Arc<Shared>, request: String) {
+async fn listen(client: Arc<Inner>, shared: Arc<Shared>) {
+    let mailbox = shared.id.to_json();
     let mut failures = 0u32;
     loop {
-        let response = match client.open_stream("/mailbox/listen", request.clone().into()).await {
+        let timeout = Some(client.listen_timeout());
+        let request = serde_json::to_vec(&MailboxRequest { mailbox: &mailbox, agent: None, timeout })
+            .expect("requests serialize");
+        let response = match client.open_stream("/mailbox/listen", request.into()).await {
             Ok(response) => response,
             Err(e) => {
                 failures += 1;
@@ -282,6 +281,9 @@ async fn listen(client: Arc<Inner>, shared: Arc<Shared>, request: String) {
             404 => return shared.finish(Terminal::Unknown),
             400..=499 => {
                 let text = response.text().await.unwrap_or_default();
+                if status == StatusCode::BAD_REQUEST && client.learn_listen_max(&text) {
+                    continue;
+                }
                 return shared.finish(Terminal::Failed { status: Some(status), text });
             }
             _ => {
@@ -327,11 +329,6 @@ async fn read_events(response: reqwest::Response, shared: &Shared) {
                 }
                 data.extend_from_slice(value);
             }
-        }
-        if pending.is_empty() {
-            pending.clear();
-        } else if pending.remaining() > 0 && pending.capacity() > 4 * pending.len() + 65_536 {
-            pending = BytesMut::from(&pending[..]);
         }
     }
 }

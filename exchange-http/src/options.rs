@@ -29,8 +29,8 @@ pub struct HttpOptions {
     pub ca_file: Option<PathBuf>,
     /// How handles receive.
     pub recv_mode: RecvMode,
-    /// `timeout` asked of the server per receive request or stream (must not exceed the
-    /// server's `listen_timeout_s`; 60 s is Academy's default and maximum).
+    /// `timeout` asked of the server per receive request or stream (60 s, Academy's default
+    /// maximum; lowered automatically when a server answers that its maximum is smaller).
     pub listen_timeout: Duration,
     /// Retries of idempotent calls after a connection error (never for `PUT /message`).
     pub retries: u32,

@@ -531,3 +531,21 @@ async fn bearer_tokens_through_the_client() {
     assert!(matches!(bob.terminate(&agent.clone().into()).await, Err(Error::Forbidden { .. })));
     alice.terminate(&agent.into()).await.unwrap();
 }
+
+/// A server mounted under a base path, and a client whose URL carries it; a wrong base path is
+/// a configuration error at connect time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_path_in_url() {
+    let server = capture_server("path_prefix = \"/v1\"").await;
+    assert!(server.url().ends_with("/v1"), "{}", server.url());
+    let client = HttpExchange::connect(server.url()).await.unwrap();
+    let user = client.register_user(None).await.unwrap();
+    let inbox = client.open_mailbox(&user.clone().into()).await.unwrap();
+    client.send(Message::request(user.clone(), user, Body::PingRequest)).await.unwrap();
+    assert_eq!(inbox.recv(Some(Duration::from_secs(10))).await.unwrap().body, Body::PingRequest);
+    let root = server.url().trim_end_matches("/v1").to_owned();
+    let wrong = HttpExchange::connect(&root).await;
+    assert!(matches!(wrong, Err(Error::Config { .. })), "{wrong:?}");
+    let wrong = HttpExchange::connect(&format!("{root}/v2")).await;
+    assert!(matches!(wrong, Err(Error::Config { .. })), "{wrong:?}");
+}
