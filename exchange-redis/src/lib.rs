@@ -46,6 +46,10 @@ pub use crate::mailbox::RedisMailbox;
 use crate::mailbox::Shared;
 use crate::scripts::{MISSING, TERMINATED};
 
+/// Messages at least this long (bytes of JSON) are pushed with a plain `RPUSH` inside a
+/// transaction instead of through the send script's arguments.
+const LARGE_MESSAGE: usize = 16 * 1024;
+
 /// Idle receive connections kept for reuse.
 const MAX_IDLE_RECV_CONNECTIONS: usize = 16;
 
@@ -464,18 +468,49 @@ impl Exchange for RedisExchange {
         let (src, dest, tag) = (header.src.uid(), header.dest.uid(), header.tag);
         let keys = self.keys();
         let is_request = header.kind == MessageKind::Request;
-        let mut invocation = scripts::SEND.prepare_invoke();
-        invocation.key(keys.active(dest)).key(keys.queue(dest));
-        if is_request {
-            let header_json =
-                serde_json::to_string(header).map_err(|e| Error::codec(format!("cannot encode header: {e}")))?;
-            invocation.key(keys.request(dest, tag)).key(keys.outgoing(src)).arg("1").arg(message.to_json());
-            invocation.arg(header_json);
+        let header_json = if is_request {
+            serde_json::to_string(header).map_err(|e| Error::codec(format!("cannot encode header: {e}")))?
         } else {
-            invocation.key(keys.request(src, tag)).key(keys.completions(src)).arg("0").arg(message.to_json());
-        }
+            String::new()
+        };
+        let (track, counter) = if is_request {
+            (keys.request(dest, tag), keys.outgoing(src))
+        } else {
+            (keys.request(src, tag), keys.completions(src))
+        };
+        let flag = if is_request { "1" } else { "0" };
+        let json = message.to_json();
+        let (active, queue) = (keys.active(dest), keys.queue(dest));
+        let mut conn = self.inner.manager();
         // One attempt only: after a lost connection nobody knows whether the message was queued.
-        let code: i64 = invocation.invoke_async(&mut self.inner.manager()).await.map_err(unavailable)?;
+        let code: i64 = if json.len() < LARGE_MESSAGE {
+            let mut invocation = scripts::SEND.prepare_invoke();
+            invocation.key(active).key(queue).key(track).key(counter).arg(flag).arg(json).arg(header_json);
+            invocation.invoke_async(&mut conn).await.map_err(unavailable)?
+        } else {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("EVAL")
+                .arg(scripts::TRACK)
+                .arg(3)
+                .arg(&active)
+                .arg(track)
+                .arg(counter)
+                .arg(flag)
+                .arg(header_json)
+                .cmd("RPUSH")
+                .arg(&queue)
+                .arg(json)
+                .ignore()
+                .cmd("EVAL")
+                .arg(scripts::UNDO_PUSH)
+                .arg(2)
+                .arg(&active)
+                .arg(&queue)
+                .ignore();
+            let (code,): (i64,) = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            code
+        };
         match code {
             MISSING => Err(Error::BadEntityId { id: message.header.dest }),
             TERMINATED => Err(Error::MailboxTerminated { id: message.header.dest }),

@@ -38,6 +38,31 @@ return 2
     )
 });
 
+/// Status check and request tracking of a large send, which pushes the message with a plain
+/// `RPUSH` in the same `MULTI` (a megabyte through Lua's argument list costs Redis more than
+/// the whole `RPUSH`). Sent with `EVAL` (never `NOSCRIPT` inside the transaction).
+///
+/// KEYS and ARGV as [`SEND`] without the message: tracking key, counter; flag, header JSON.
+pub(crate) const TRACK: &str = r"
+local status = redis.call('GET', KEYS[1])
+if not status then return 0 end
+if status ~= 'ACTIVE' then return 1 end
+if ARGV[1] == '1' then
+  redis.call('SET', KEYS[2], ARGV[2])
+  redis.call('INCRBY', KEYS[3], 1)
+elseif redis.call('DEL', KEYS[2]) == 1 then
+  redis.call('INCRBY', KEYS[3], 1)
+end
+return 2
+";
+
+/// Ends a large send's `MULTI`: takes the just-pushed message back out of a mailbox that is not
+/// active (the transaction is atomic, so it is the last element). KEYS: `active:`, `queue:`.
+pub(crate) const UNDO_PUSH: &str = r"
+if redis.call('GET', KEYS[1]) ~= 'ACTIVE' then redis.call('RPOP', KEYS[2]) end
+return 0
+";
+
 /// Receive without blocking: status check, then pop up to ARGV[1] messages or ARGV[2] bytes.
 ///
 /// KEYS: `active:<uid>`, `queue:<uid>`. Returns `{status, message...}`. A `<CLOSED>` sentinel

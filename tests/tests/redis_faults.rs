@@ -329,3 +329,49 @@ async fn unix_socket_urls_connect() {
     drop(server);
     let _ = std::fs::remove_file(&socket);
 }
+
+/// Large messages (pushed by a plain `RPUSH` inside a transaction) keep every send rule.
+#[tokio::test]
+async fn large_messages_keep_send_semantics() {
+    let server = RedisServer::start();
+    let ex = RedisExchange::connect(&server.url()).await.unwrap();
+    let mut conn = raw(&server).await;
+    let user = ex.register_user(None).await.unwrap();
+    let target = ex.register_user(None).await.unwrap();
+    let inbox = ex.open_mailbox(&target.clone().into()).await.unwrap();
+    let text = "y".repeat(100_000);
+    let big = |dest: EntityId| {
+        let body = Body::ActionRequest(exchange_core::ActionRequest::json("echo", &[&text], &()).unwrap());
+        Message::request(user.clone(), dest, body)
+    };
+    let request = big(target.clone().into());
+    ex.send(request.clone()).await.unwrap();
+    let got = inbox.recv(Some(Duration::from_secs(5))).await.unwrap();
+    assert_eq!(got.to_json(), request.to_json());
+    let tracked: Option<String> = redis::cmd("GET")
+        .arg(format!("request:{}:{}", target.uid(), request.tag()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(tracked.is_some(), "large request tracked");
+
+    let ghost: EntityId = exchange_core::AgentId::new(None).into();
+    assert!(matches!(ex.send(big(ghost.clone())).await, Err(Error::BadEntityId { .. })));
+    let exists: i64 = redis::cmd("EXISTS").arg(format!("queue:{}", ghost.uid())).query_async(&mut conn).await.unwrap();
+    assert_eq!(exists, 0, "no queue created for an unknown mailbox");
+
+    ex.terminate(&target.clone().into()).await.unwrap();
+    assert!(matches!(ex.send(big(target.clone().into())).await, Err(Error::MailboxTerminated { .. })));
+    let queue: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("queue:{}", target.uid()))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(queue, vec!["<CLOSED>".to_owned()]);
+    let asked = Message::request(target.clone(), user.clone(), Body::PingRequest);
+    let answer = exchange_core::ActionResponse::json(&text).unwrap();
+    let response = asked.response(Body::ActionResponse(answer)).unwrap();
+    assert!(matches!(ex.send(response).await, Err(Error::MailboxTerminated { .. })));
+}
