@@ -134,13 +134,15 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
-/// Whether a server on `port` answers `PING` with `+PONG` (and has loaded its data).
+/// Whether a server on `port` is up and has loaded its data: `PING` answers `+PONG`, or
+/// `-NOAUTH` when it wants a password (a loading server answers `-LOADING`).
 fn ping(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     if stream.write_all(b"PING\r\n").is_err() {
         return false;
     }
-    let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    let mut reply = [0u8; 64];
+    let n = stream.read(&mut reply).unwrap_or(0);
+    reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-NOAUTH")
 }

@@ -375,3 +375,39 @@ async fn large_messages_keep_send_semantics() {
     let response = asked.response(Body::ActionResponse(answer)).unwrap();
     assert!(matches!(ex.send(response).await, Err(Error::MailboxTerminated { .. })));
 }
+
+/// Passwords, ACL users and database numbers in the URL; the password never shows.
+#[tokio::test]
+async fn url_credentials_and_database() {
+    let server = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--requirepass",
+        "s3cret",
+        "--user",
+        "alice",
+        "on",
+        ">wonder",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    let port = server.port();
+    match RedisExchange::connect(&format!("redis://127.0.0.1:{port}")).await {
+        Err(e @ Error::Unavailable { .. }) => assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}"),
+        other => panic!("expected an authentication failure, got {other:?}"),
+    }
+    match RedisExchange::connect(&format!("redis://alice:wrong@127.0.0.1:{port}")).await {
+        Err(e) => assert!(!e.to_string().contains("wrong"), "password shown in {e}"),
+        Ok(_) => panic!("a wrong password connected"),
+    }
+    let ex = RedisExchange::connect(&format!("redis://:s3cret@127.0.0.1:{port}/2")).await.unwrap();
+    assert!(!format!("{ex:?}").contains("s3cret"), "{ex:?}");
+    let user = ex.register_user(None).await.unwrap();
+    let alice = RedisExchange::connect(&format!("redis://alice:wonder@127.0.0.1:{port}/2")).await.unwrap();
+    assert_eq!(alice.status(&user.clone().into()).await.unwrap(), MailboxStatus::Active);
+    let db0 = RedisExchange::connect(&format!("redis://alice:wonder@127.0.0.1:{port}")).await.unwrap();
+    assert_eq!(db0.status(&user.into()).await.unwrap(), MailboxStatus::Missing);
+}
