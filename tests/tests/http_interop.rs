@@ -68,13 +68,17 @@ struct AcademyServer {
 
 impl AcademyServer {
     async fn start() -> Self {
+        Self::start_with("[backend]\nkind = \"python\"\n").await
+    }
+
+    /// With this `[backend]` section.
+    async fn start_with(backend: &str) -> Self {
         let python = academy_python();
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("academy-http-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let config = dir.join("exchange.toml");
-        std::fs::write(&config, format!("host = \"127.0.0.1\"\nport = {port}\n[backend]\nkind = \"python\"\n"))
-            .expect("write config");
+        std::fs::write(&config, format!("host = \"127.0.0.1\"\nport = {port}\n{backend}")).expect("write config");
         let log = std::fs::File::create(dir.join("server.log")).expect("log file");
         let child = Command::new(&python)
             .args(["-m", "academy.exchange.cloud", "--config"])
@@ -129,4 +133,56 @@ mod against_academy_server {
     use super::AcademyBackend;
 
     exchange_conformance::conformance_tests!(AcademyBackend::start());
+}
+
+/// Academy's server and ours on one Redis (Academy's server layout, spec §4.2): mailboxes,
+/// messages, responses and terminations cross between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn academy_server_and_ours_share_one_redis() {
+    use exchange_conformance::redis_server::RedisServer;
+    use exchange_core::{AgentRegistration, Body, Error, MailboxStatus, Message};
+    use exchange_http::server::{HttpExchangeServer, ServerConfig, spawn_server};
+
+    let redis = RedisServer::start();
+    let academy = AcademyServer::start_with(&format!(
+        "[backend]\nkind = \"redis\"\nhostname = \"127.0.0.1\"\nport = {}\n",
+        redis.port()
+    ))
+    .await;
+    let config = ServerConfig::from_toml(&format!(
+        "port = 0\n[backend]\nkind = \"redis\"\nhostname = \"127.0.0.1\"\nport = {}\n",
+        redis.port()
+    ))
+    .unwrap();
+    let ours = spawn_server(HttpExchangeServer::from_config(config).await.unwrap()).await.unwrap();
+    let via_academy = HttpExchange::connect(&academy.url).await.unwrap();
+    let via_ours = ours.client();
+
+    let user = via_academy.register_user(Some("user")).await.unwrap();
+    let agent = via_ours.register_agent(AgentRegistration::new(["test.Mixed", "academy.agent.Agent"])).await.unwrap();
+    assert_eq!(via_academy.discover("test.Mixed", false).await.unwrap(), vec![agent.clone()]);
+    assert_eq!(via_ours.status(&user.clone().into()).await.unwrap(), MailboxStatus::Active);
+    let agent_inbox = via_ours.open_mailbox(&agent.clone().into()).await.unwrap();
+    let user_inbox = via_academy.open_mailbox(&user.clone().into()).await.unwrap();
+    let request = Message::request(user.clone(), agent.clone(), Body::PingRequest);
+    via_academy.send(request.clone()).await.unwrap();
+    let got = agent_inbox.recv(Some(Duration::from_secs(10))).await.unwrap();
+    assert_eq!(got, request);
+    via_ours.send(got.response(Body::SuccessResponse).unwrap()).await.unwrap();
+    let reply = user_inbox.recv(Some(Duration::from_secs(10))).await.unwrap();
+    assert_eq!((reply.tag(), reply.body), (request.tag(), Body::SuccessResponse));
+    // Counters written by one server are read by the other.
+    let stats = via_ours.stats(&agent.clone().into()).await.unwrap();
+    assert_eq!((stats.completed, stats.in_progress), (1, 0));
+    assert_eq!(via_ours.stats(&user.clone().into()).await.unwrap().outgoing, 1);
+    // A request queued through our server is answered by Academy's server's terminate.
+    let pending = Message::request(user.clone(), agent.clone(), Body::PingRequest);
+    via_ours.send(pending.clone()).await.unwrap();
+    via_academy.terminate(&agent.clone().into()).await.unwrap();
+    let notice = user_inbox.recv(Some(Duration::from_secs(10))).await.unwrap();
+    assert_eq!(notice.tag(), pending.tag());
+    assert!(matches!(notice.body, Body::AcademyError(_)), "{notice:?}");
+    assert_eq!(via_ours.status(&agent.clone().into()).await.unwrap(), MailboxStatus::Terminated);
+    let refused = via_ours.send(Message::request(user, agent, Body::PingRequest)).await;
+    assert!(matches!(refused, Err(Error::MailboxTerminated { .. })), "{refused:?}");
 }
