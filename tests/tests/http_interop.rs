@@ -58,6 +58,37 @@ async fn academy_client_against_our_server() {
     );
 }
 
+/// academy-py's HTTP client with bearer tokens (401, 403, shares through its console) against
+/// our server in token mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn academy_client_with_tokens_against_our_server() {
+    use exchange_http::server::{HttpExchangeServer, ServerConfig, spawn_server};
+
+    let group = "6c5e3a52-6d55-4f3e-9a40-3f0c2a1d9b11";
+    let config = ServerConfig::from_toml(&format!(
+        "port = 0\n[auth]\nmethod = \"token\"\n\
+         [auth.tokens.tok-alice]\nclient_id = \"alice\"\ngroups = [\"{group}\"]\n\
+         [auth.tokens.tok-bob]\nclient_id = \"bob\"\ngroups = [\"{group}\"]\n\
+         [auth.tokens.tok-carol]\nclient_id = \"carol\"\n"
+    ))
+    .expect("config");
+    let server = spawn_server(HttpExchangeServer::new(config).expect("server")).await.expect("start our server");
+    let python = academy_python();
+    let script = repo_root().join("tests/python/http_auth_client.py");
+    let url = server.url().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python).arg(script).arg(url).arg(group).output().expect("run the python client")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("ALL OK"),
+        "academy-py client with tokens failed against our server\n--- stdout\n{stdout}\n--- stderr\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Academy's own HTTP exchange server in a child process (in-memory backend); killed on drop.
 struct AcademyServer {
     child: Child,
