@@ -35,6 +35,31 @@ impl TestBackend for HttpBackend {
 
 exchange_conformance::conformance_tests!(HttpBackend::start());
 
+/// The same suite with clients that receive by long poll (`GET /message`) instead of streams.
+mod long_poll {
+    use super::*;
+
+    struct LongPollBackend {
+        server: SpawnedServer,
+    }
+
+    impl LongPollBackend {
+        async fn start() -> Self {
+            LongPollBackend { server: spawn_http_exchange().await.expect("start the HTTP exchange server") }
+        }
+    }
+
+    #[async_trait]
+    impl TestBackend for LongPollBackend {
+        async fn client(&self) -> Arc<dyn Exchange> {
+            let options = exchange_http::HttpOptions::default().recv_mode(exchange_http::RecvMode::LongPoll);
+            Arc::new(HttpExchange::connect_with(self.server.url(), options).await.expect("connect"))
+        }
+    }
+
+    exchange_conformance::conformance_tests!(LongPollBackend::start());
+}
+
 /// A server configured as the one the fixtures were captured from (20 s listen maximum,
 /// 512 KiB messages), plus `extra` TOML.
 async fn capture_server(extra: &str) -> SpawnedServer {
