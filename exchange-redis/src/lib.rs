@@ -71,6 +71,7 @@ pub struct RedisExchangeBuilder {
     connect_timeout: Duration,
     response_timeout: Option<Duration>,
     reconnect_timeout: Duration,
+    tls_root_certificate: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisExchangeBuilder {
@@ -84,6 +85,7 @@ impl fmt::Debug for RedisExchangeBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("reconnect_timeout", &self.reconnect_timeout)
+            .field("tls_root_certificate", &self.tls_root_certificate.is_some())
             .finish()
     }
 }
@@ -137,6 +139,12 @@ impl RedisExchangeBuilder {
         self
     }
 
+    /// Trusts this CA certificate (PEM) for `rediss://` instead of the system's roots.
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_certificate = Some(pem.into());
+        self
+    }
+
     /// Connects (and checks the server answers `PING`).
     ///
     /// # Errors
@@ -144,8 +152,14 @@ impl RedisExchangeBuilder {
     /// server cannot be reached within the connect timeout.
     pub async fn connect(self) -> Result<RedisExchange> {
         let shown = redact(&self.url);
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|e| Error::config(format!("invalid Redis URL {shown}: {e}")))?;
+        let client = match &self.tls_root_certificate {
+            None => redis::Client::open(self.url.as_str()),
+            Some(pem) => redis::Client::build_with_tls(
+                self.url.as_str(),
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+            ),
+        }
+        .map_err(|e| Error::config(format!("invalid Redis URL {shown}: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(self.response_timeout)
@@ -287,8 +301,8 @@ fn text(value: Option<&Value>) -> Result<String> {
 impl RedisExchange {
     /// Connects with the default options (Academy's unprefixed key layout).
     ///
-    /// URL forms: `redis://[[user]:password@]host[:port][/db]`, `rediss://…` (TLS, when the
-    /// `redis` crate is built with a TLS feature), `redis+unix:///path[?db=N]`.
+    /// URL forms: `redis://[[user]:password@]host[:port][/db]`, `rediss://…` (TLS, system
+    /// roots; see [`RedisExchangeBuilder::tls_root_certificate`]), `redis+unix:///path[?db=N]`.
     ///
     /// # Errors
     /// [`Error::Config`] for a malformed URL; [`Error::Unavailable`] naming the URL when the
@@ -308,6 +322,7 @@ impl RedisExchange {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Some(Duration::from_secs(30)),
             reconnect_timeout: Duration::from_secs(60),
+            tls_root_certificate: None,
         }
     }
 
@@ -589,7 +604,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_and_tls_urls_are_config_errors() {
-        for url in ["rediss://:secret@127.0.0.1:1", "redis://[::1", "http://127.0.0.1:6379"] {
+        for url in ["redis://:secret@[::1", "redis://[::1", "http://127.0.0.1:6379"] {
             match RedisExchange::connect(url).await {
                 Err(Error::Config { message }) => assert!(!message.contains("secret"), "{message}"),
                 other => panic!("{url}: expected a config error, got {other:?}"),

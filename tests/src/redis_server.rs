@@ -18,6 +18,8 @@ const READY_WITHIN: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     port: u16,
     args: Vec<String>,
+    /// TLS only: the port speaks TLS and the plain port is off.
+    tls: bool,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
@@ -48,7 +50,22 @@ impl RedisServer {
     pub fn start_with(args: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().expect("create a temporary directory for redis-server");
         let port = free_port();
-        let mut server = RedisServer { port, args: args.iter().map(|a| (*a).to_owned()).collect(), child: None, dir };
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut server = RedisServer { port, args, tls: false, child: None, dir };
+        server.spawn();
+        server
+    }
+
+    /// Starts a TLS-only server (no persistence) with this certificate chain and key (PEM
+    /// files); clients are not asked for certificates.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> RedisServer {
+        let dir = tempfile::tempdir().expect("create a temporary directory for redis-server");
+        let mut args: Vec<String> =
+            ["--save", "", "--appendonly", "no", "--tls-auth-clients", "no"].map(String::from).into();
+        args.extend(["--tls-cert-file".into(), cert.display().to_string()]);
+        args.extend(["--tls-key-file".into(), key.display().to_string()]);
+        args.extend(["--tls-ca-cert-file".into(), cert.display().to_string()]);
+        let mut server = RedisServer { port: free_port(), args, tls: true, child: None, dir };
         server.spawn();
         server
     }
@@ -89,8 +106,10 @@ impl RedisServer {
     fn spawn(&mut self) {
         let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
         let port = self.port.to_string();
+        let ports: &[&str] = if self.tls { &["--port", "0", "--tls-port", &port] } else { &["--port", &port] };
         let child = Command::new(&binary)
-            .args(["--port", &port, "--bind", "127.0.0.1", "--daemonize", "no"])
+            .args(ports)
+            .args(["--bind", "127.0.0.1", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
@@ -110,7 +129,8 @@ impl RedisServer {
         self.child = Some(child);
         let started = Instant::now();
         while started.elapsed() < READY_WITHIN {
-            if ping(self.port) {
+            let ready = if self.tls { TcpStream::connect(("127.0.0.1", self.port)).is_ok() } else { ping(self.port) };
+            if ready {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {

@@ -411,3 +411,67 @@ async fn url_credentials_and_database() {
     let db0 = RedisExchange::connect(&format!("redis://alice:wonder@127.0.0.1:{port}")).await.unwrap();
     assert_eq!(db0.status(&user.into()).await.unwrap(), MailboxStatus::Missing);
 }
+
+/// `rediss://` with a private CA: the whole round trip over TLS.
+#[tokio::test]
+async fn tls_urls_connect_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("the TLS test needs the openssl command (apt-get install openssl)");
+        assert!(status.success(), "openssl {args:?} failed");
+    };
+    openssl(
+        &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca"]
+            .into_iter()
+            .chain(["-keyout", &path("ca.key"), "-out", &path("ca.pem")])
+            .collect::<Vec<_>>(),
+    );
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &path("server.key"),
+        "-out",
+        &path("server.csr"),
+    ]);
+    std::fs::write(path("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path("server.csr"),
+        "-CA",
+        &path("ca.pem"),
+        "-CAkey",
+        &path("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &path("ext.cnf"),
+        "-out",
+        &path("server.pem"),
+    ]);
+    let server =
+        RedisServer::start_tls(std::path::Path::new(&path("server.pem")), std::path::Path::new(&path("server.key")));
+    let url = format!("rediss://127.0.0.1:{}", server.port());
+    let ca = std::fs::read(path("ca.pem")).unwrap();
+    let ex = RedisExchange::builder(&url).tls_root_certificate(ca).connect().await.unwrap();
+    let user: EntityId = ex.register_user(None).await.unwrap().into();
+    let inbox = ex.open_mailbox(&user).await.unwrap();
+    ex.send(ping(user.clone(), user.clone())).await.unwrap();
+    inbox.recv(Some(Duration::from_secs(5))).await.unwrap();
+    // Without the CA the server's certificate is not trusted: a clear error, no hang.
+    let untrusted = RedisExchange::builder(&url).connect_timeout(Duration::from_secs(2)).connect().await;
+    assert!(matches!(untrusted, Err(Error::Unavailable { .. })), "{untrusted:?}");
+}
