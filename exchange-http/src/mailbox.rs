@@ -297,12 +297,20 @@ async fn listen(client: Arc<Inner>, shared: Arc<Shared>) {
             }
         }
         failures = 0;
-        read_events(response, &shared).await;
+        let opened = tokio::time::Instant::now();
+        let events = read_events(response, &shared).await;
+        if events == 0 && opened.elapsed() < Duration::from_millis(50) {
+            // A stream that ends at once with nothing in it (a proxy, a misconfigured server):
+            // do not spin.
+            tokio::time::sleep(client.options.retry_backoff).await;
+        }
     }
 }
 
-/// Reads one event stream to its end, pushing every message into the buffer.
-async fn read_events(response: reqwest::Response, shared: &Shared) {
+/// Reads one event stream to its end, pushing every message into the buffer; returns how
+/// many messages it carried.
+async fn read_events(response: reqwest::Response, shared: &Shared) -> usize {
+    let mut count = 0;
     let mut stream = response.bytes_stream();
     let mut pending = BytesMut::new();
     let mut data: Vec<u8> = Vec::new();
@@ -317,7 +325,10 @@ async fn read_events(response: reqwest::Response, shared: &Shared) {
             if line.is_empty() {
                 if !data.is_empty() {
                     match Message::from_slice(&data) {
-                        Ok(message) => shared.push(message),
+                        Ok(message) => {
+                            count += 1;
+                            shared.push(message);
+                        }
                         Err(e) => tracing::warn!(mailbox = %shared.id, "dropping an undecodable event: {e}"),
                     }
                     data.clear();
@@ -331,4 +342,5 @@ async fn read_events(response: reqwest::Response, shared: &Shared) {
             }
         }
     }
+    count
 }
