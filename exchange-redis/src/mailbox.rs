@@ -95,6 +95,8 @@ struct State {
     check_first: bool,
     /// Mean size of the messages of the last batch, to bound the next batch in bytes.
     mean_size: usize,
+    /// Since when every round trip failed for want of a connection (across receives).
+    failing_since: Option<Instant>,
 }
 
 impl State {
@@ -266,7 +268,6 @@ impl Mailbox for RedisMailbox {
             None => self.state.lock().await,
         };
         let options = &self.inner.options;
-        let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::ZERO;
         loop {
             if self.shared.closed.load(Ordering::SeqCst) {
@@ -297,7 +298,7 @@ impl Mailbox for RedisMailbox {
             let fetched = joined.map_err(|e| Error::unavailable("redis", format!("receive task failed: {e}")))?;
             match fetched {
                 Ok(Fetched::Messages(batch, at)) => {
-                    failing_since = None;
+                    state.failing_since = None;
                     backoff = Duration::ZERO;
                     state.check_first = false;
                     if !batch.is_empty() {
@@ -311,7 +312,7 @@ impl Mailbox for RedisMailbox {
                     }
                 }
                 Ok(Fetched::Empty) => {
-                    failing_since = None;
+                    state.failing_since = None;
                     // After a quiet spell, check the mailbox still exists before blocking again.
                     state.check_first = true;
                     if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -325,10 +326,15 @@ impl Mailbox for RedisMailbox {
                 }
                 Err(e) if is_connection_error(&e) => {
                     self.inner.drop_idle();
-                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    // A short outage looks like a quiet mailbox (receives time out as asked and
+                    // resume after it); one longer than `reconnect_timeout` is reported.
+                    let since = *state.failing_since.get_or_insert_with(Instant::now);
                     let now = Instant::now();
-                    if now - since >= options.reconnect_timeout || deadline.is_some_and(|d| now >= d) {
+                    if now - since >= options.reconnect_timeout {
                         return Err(unavailable(e));
+                    }
+                    if deadline.is_some_and(|d| now >= d) {
+                        return Err(timed_out());
                     }
                     let mut pause = backoff;
                     if let Some(deadline) = deadline {

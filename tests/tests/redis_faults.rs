@@ -475,3 +475,26 @@ async fn tls_urls_connect_with_a_private_ca() {
     let untrusted = RedisExchange::builder(&url).connect_timeout(Duration::from_secs(2)).connect().await;
     assert!(matches!(untrusted, Err(Error::Unavailable { .. })), "{untrusted:?}");
 }
+
+/// A receive keeps reconnecting for `reconnect_timeout`, then reports the lost server; sends
+/// fail at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_server_is_reported_after_reconnect_timeout() {
+    let mut server = RedisServer::start();
+    let ex = RedisExchange::builder(&server.url()).reconnect_timeout(Duration::from_secs(1)).connect().await.unwrap();
+    let user: EntityId = ex.register_user(None).await.unwrap().into();
+    let inbox = ex.open_mailbox(&user).await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let started = Instant::now();
+        let result = inbox.recv(Some(Duration::from_secs(30))).await;
+        (result, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.kill();
+    let (result, waited) = tokio::time::timeout(Duration::from_secs(15), waiting).await.expect("receive hung").unwrap();
+    assert!(matches!(result, Err(Error::Unavailable { .. })), "{result:?}");
+    assert!(waited < Duration::from_secs(10), "reported after {waited:?}");
+    let sent =
+        tokio::time::timeout(Duration::from_secs(10), ex.send(ping(user.clone(), user))).await.expect("send hung");
+    assert!(matches!(sent, Err(Error::Unavailable { .. })), "{sent:?}");
+}
