@@ -278,9 +278,11 @@ impl Mailbox for RedisMailbox {
             }
             // Confirmed active during this call, or recently enough.
             let fresh = state.validated_at.is_some_and(|at| at >= called || at.elapsed() <= options.prefetch_max_age);
-            if fresh && let Some(raw) = state.buffer.pop_front() {
-                self.shared.buffered.fetch_sub(1, Ordering::Relaxed);
-                return Message::from_slice(&raw);
+            if fresh {
+                if let Some(raw) = state.buffer.pop_front() {
+                    self.shared.buffered.fetch_sub(1, Ordering::Relaxed);
+                    return Message::from_slice(&raw);
+                }
             }
             if state.inflight.is_none() {
                 let plan = state.plan(options.prefetch, options.prefetch_bytes, deadline);
