@@ -393,14 +393,27 @@ impl Exchange for RedisExchange {
 
     async fn terminate(&self, id: &EntityId) -> Result<()> {
         let uid = id.uid();
-        let mut invocation = scripts::TERMINATE.prepare_invoke();
-        invocation
-            .key(self.keys().active(uid))
-            .key(self.keys().queue(uid))
-            .key(self.keys().agent(uid))
-            .arg(self.keys().request_pattern(uid));
-        let headers = self.script_reply(invocation).await?;
-        self.terminated_locally(uid);
+        let mut cursor = "0".to_owned();
+        let mut headers = Vec::new();
+        loop {
+            let mut invocation = scripts::TERMINATE.prepare_invoke();
+            invocation
+                .key(self.keys().active(uid))
+                .key(self.keys().queue(uid))
+                .key(self.keys().agent(uid))
+                .arg(self.keys().request_pattern(uid))
+                .arg(&cursor)
+                .arg(scripts::SCAN_BUDGET);
+            let reply = self.script_reply(invocation).await?;
+            if cursor == "0" {
+                self.terminated_locally(uid);
+            }
+            cursor = text(reply.first())?;
+            headers.extend(reply.into_iter().skip(1));
+            if cursor == "0" {
+                break;
+            }
+        }
         let notices = headers.iter().filter_map(|value| {
             let raw: Vec<u8> = redis::from_redis_value_ref(value).ok()?;
             // A header that does not parse cannot be answered; Academy would fail the same way.
@@ -586,15 +599,26 @@ impl Exchange for RedisExchange {
             .key(keys.queue(uid))
             .key(keys.completions(uid))
             .key(keys.outgoing(uid))
-            .arg(keys.request_pattern(uid));
+            .arg(keys.request_pattern(uid))
+            .arg(scripts::SCAN_BUDGET);
         let reply = self.script_reply(invocation).await?;
         if int(reply.first())? == MISSING {
             return Err(Error::BadEntityId { id: id.clone() });
         }
         let count = |i: usize| int(reply.get(i)).map(|n| n.max(0) as u64);
+        let (queued, completed, outgoing) = (count(1)?, count(2)?, count(3)?);
+        let mut cursor = text(reply.get(4))?;
+        let mut pending = count(5)?;
+        while cursor != "0" {
+            let mut invocation = scripts::COUNT_KEYS.prepare_invoke();
+            invocation.arg(keys.request_pattern(uid)).arg(&cursor).arg(scripts::SCAN_BUDGET);
+            let reply = self.script_reply(invocation).await?;
+            cursor = text(reply.first())?;
+            pending += int(reply.get(1))?.max(0) as u64;
+        }
         // Messages taken ahead by this client's handles are still queued for their reader.
         let taken_ahead: u64 = self.inner.handles(uid).iter().map(|h| h.buffered()).sum();
-        Ok(MailboxStats::from_counts(count(2)?, count(3)?, count(4)?, count(1)? + taken_ahead))
+        Ok(MailboxStats::from_counts(pending, completed, outgoing, queued + taken_ahead))
     }
 }
 

@@ -121,33 +121,42 @@ return 0
     )
 });
 
-/// Terminates: `INACTIVE`, queue emptied and closed, agent key removed, pending request
-/// headers taken out and returned (the caller answers them). A second call returns nothing.
+/// `SCAN` calls one script makes at most (`COUNT 1000` each): a huge keyspace is walked in
+/// several round trips instead of stalling Redis in one script.
+pub(crate) const SCAN_BUDGET: usize = 16;
+
+/// Terminates: `INACTIVE`, queue emptied and closed, agent key removed; then takes pending
+/// request headers out (the caller answers them), scanning from cursor ARGV[2] for at most
+/// ARGV[3] `SCAN` calls. Returns `{next cursor, header...}` (cursor `0`: done). Called again
+/// with the returned cursor it only continues the scan. A terminated mailbox returns `{0}`.
 ///
-/// KEYS: `active:<uid>`, `queue:<uid>`, `agent:<uid>`. ARGV: the request key pattern.
+/// KEYS: `active:<uid>`, `queue:<uid>`, `agent:<uid>`. ARGV: request key pattern, cursor, budget.
 pub(crate) static TERMINATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local was = redis.call('GET', KEYS[1])
-if was == 'INACTIVE' then return {} end
-redis.call('SET', KEYS[1], 'INACTIVE')
-redis.call('DEL', KEYS[2])
-redis.call('RPUSH', KEYS[2], '<CLOSED>')
-redis.call('DEL', KEYS[3])
-local headers = {}
-local cursor = '0'
-repeat
+if ARGV[2] == '0' then
+  if redis.call('GET', KEYS[1]) == 'INACTIVE' then return {'0'} end
+  redis.call('SET', KEYS[1], 'INACTIVE')
+  redis.call('DEL', KEYS[2])
+  redis.call('RPUSH', KEYS[2], '<CLOSED>')
+  redis.call('DEL', KEYS[3])
+end
+local out = {'0'}
+local cursor = ARGV[2]
+for i = 1, tonumber(ARGV[3]) do
   local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
   cursor = r[1]
   for _, k in ipairs(r[2]) do
     local h = redis.call('GET', k)
     if h then
       redis.call('DEL', k)
-      headers[#headers + 1] = h
+      out[#out + 1] = h
     end
   end
-until cursor == '0'
-return headers
+  if cursor == '0' then break end
+end
+out[1] = cursor
+return out
 ",
     )
 });
@@ -184,30 +193,48 @@ return {2, hb, t[1], t[2]}
 });
 
 /// Raw counters. KEYS: `active:<uid>`, `queue:<uid>`, `completions:<uid>`, `outgoing:<uid>`.
-/// ARGV: the request key pattern. Returns `{status, queued, pending, completed, outgoing}`.
+/// ARGV: the request key pattern, budget. Returns `{status, queued, completed, outgoing,
+/// cursor, pending}`; a cursor other than `0` is continued with [`COUNT_KEYS`].
 pub(crate) static STATS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local status = redis.call('GET', KEYS[1])
 if not status then return {0} end
 local queued = 0
-if status == 'ACTIVE' then queued = redis.call('LLEN', KEYS[2]) end
-local seen = {}
+local code = 1
+if status == 'ACTIVE' then
+  queued = redis.call('LLEN', KEYS[2])
+  code = 2
+end
+local completed = tonumber(redis.call('GET', KEYS[3]) or '0')
+local outgoing = tonumber(redis.call('GET', KEYS[4]) or '0')
 local pending = 0
 local cursor = '0'
-repeat
+for i = 1, tonumber(ARGV[2]) do
   local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
   cursor = r[1]
-  for _, k in ipairs(r[2]) do
-    if not seen[k] then
-      seen[k] = true
-      pending = pending + 1
-    end
-  end
-until cursor == '0'
-local code = 2
-if status ~= 'ACTIVE' then code = 1 end
-return {code, queued, pending, tonumber(redis.call('GET', KEYS[3]) or '0'), tonumber(redis.call('GET', KEYS[4]) or '0')}
+  pending = pending + #r[2]
+  if cursor == '0' then break end
+end
+return {code, queued, completed, outgoing, cursor, pending}
+",
+    )
+});
+
+/// Counts keys matching ARGV[1] from cursor ARGV[2] for at most ARGV[3] `SCAN` calls.
+/// Returns `{next cursor, count}`.
+pub(crate) static COUNT_KEYS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = 0
+local cursor = ARGV[2]
+for i = 1, tonumber(ARGV[3]) do
+  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
+  cursor = r[1]
+  n = n + #r[2]
+  if cursor == '0' then break end
+end
+return {cursor, n}
 ",
     )
 });

@@ -498,3 +498,37 @@ async fn lost_server_is_reported_after_reconnect_timeout() {
         tokio::time::timeout(Duration::from_secs(10), ex.send(ping(user.clone(), user))).await.expect("send hung");
     assert!(matches!(sent, Err(Error::Unavailable { .. })), "{sent:?}");
 }
+
+/// In a big keyspace, terminate and stats walk the request keys over several bounded scripts
+/// and still answer and count every pending request.
+#[tokio::test]
+async fn big_keyspaces_are_scanned_in_steps() {
+    let server = RedisServer::start();
+    let ex = RedisExchange::connect(&server.url()).await.unwrap();
+    let mut conn = raw(&server).await;
+    let _: i64 = redis::cmd("EVAL")
+        .arg("for i = 1, 60000 do redis.call('SET', 'filler:' .. i, 'x') end return 1")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let user = ex.register_user(None).await.unwrap();
+    let agent = ex.register_agent(AgentRegistration::new(["test.Busy"])).await.unwrap();
+    let inbox = ex.open_mailbox(&user.clone().into()).await.unwrap();
+    let mut tags = Vec::new();
+    for _ in 0..40 {
+        let m = ping(user.clone(), agent.clone());
+        tags.push(m.tag());
+        ex.send(m).await.unwrap();
+    }
+    let stats = ex.stats(&agent.clone().into()).await.unwrap();
+    assert_eq!((stats.incoming, stats.queued), (40, 40));
+    ex.terminate(&agent.into()).await.unwrap();
+    let mut answered = Vec::new();
+    for _ in 0..40 {
+        answered.push(inbox.recv(Some(Duration::from_secs(5))).await.unwrap().tag());
+    }
+    answered.sort();
+    tags.sort();
+    assert_eq!(answered, tags);
+}
