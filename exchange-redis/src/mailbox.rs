@@ -132,14 +132,15 @@ impl RedisMailbox {
         RedisMailbox { inner, shared, state: tokio::sync::Mutex::new(State::default()) }
     }
 
-    fn take_buffer(&self, state: &mut State) -> Vec<Vec<u8>> {
+    /// Discards taken-ahead messages (the mailbox is gone).
+    fn drop_buffer(&self, state: &mut State) {
         self.shared.buffered.fetch_sub(state.buffer.len(), Ordering::Relaxed);
-        state.buffer.drain(..).collect()
+        state.buffer.clear();
     }
 
     fn terminated(&self, state: &mut State) -> Error {
         self.shared.terminated.store(true, Ordering::SeqCst);
-        self.take_buffer(state);
+        self.drop_buffer(state);
         Error::MailboxTerminated { id: self.shared.id.clone() }
     }
 }
@@ -323,7 +324,7 @@ impl Mailbox for RedisMailbox {
                 }
                 Ok(Fetched::Terminated) => return Err(self.terminated(&mut state)),
                 Ok(Fetched::Missing) => {
-                    self.take_buffer(&mut state);
+                    self.drop_buffer(&mut state);
                     return Err(Error::BadEntityId { id: self.shared.id.clone() });
                 }
                 Err(e) if is_connection_error(&e) => {
