@@ -170,6 +170,10 @@ async fn fetch(inner: Arc<Inner>, shared: Arc<Shared>, plan: Plan) -> RedisResul
 async fn run_plan(inner: &Inner, shared: &Shared, conn: &mut RecvConnection, plan: Plan) -> RedisResult<Fetched> {
     let (count, wait) = match plan {
         Plan::Check { count } => (count, None),
+        // Too short to block: take what is there.
+        Plan::CheckThenBlock { count, wait } | Plan::Block { count, wait } if wait.is_some_and(|w| w < MIN_BLOCK) => {
+            (count, None)
+        }
         Plan::CheckThenBlock { count, wait } => (count, Some(wait)),
         Plan::Block { count, wait } => return block(inner, shared, conn, count, wait).await,
     };

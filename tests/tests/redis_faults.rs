@@ -532,3 +532,27 @@ async fn big_keyspaces_are_scanned_in_steps() {
     tags.sort();
     assert_eq!(answered, tags);
 }
+
+/// A receive with a zero or tiny timeout takes a waiting message without blocking.
+#[tokio::test]
+async fn tiny_timeouts_take_waiting_messages() {
+    let server = RedisServer::start();
+    let ex = RedisExchange::connect(&server.url()).await.unwrap();
+    let user: EntityId = ex.register_user(None).await.unwrap().into();
+    let inbox = ex.open_mailbox(&user).await.unwrap();
+    assert!(matches!(inbox.recv(Some(Duration::from_micros(100))).await, Err(Error::Timeout { .. })));
+    let sent = ping(user.clone(), user.clone());
+    ex.send(sent.clone()).await.unwrap();
+    let mut got = None;
+    for _ in 0..100 {
+        match inbox.recv(Some(Duration::from_micros(500))).await {
+            Ok(m) => {
+                got = Some(m);
+                break;
+            }
+            Err(Error::Timeout { .. }) => tokio::time::sleep(Duration::from_millis(1)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(got.expect("the waiting message").tag(), sent.tag());
+}
