@@ -2,6 +2,7 @@
 //! (or, with `REDIS_URL` set, on that server under a fresh namespace).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use exchange_conformance::redis_server::{RedisServer, redis_url_override};
@@ -13,18 +14,31 @@ use exchange_redis::RedisExchange;
 struct RedisBackend {
     url: String,
     namespace: Option<String>,
+    /// Receive one message per round trip, re-checking the mailbox every time.
+    strict: bool,
     _server: Option<RedisServer>,
 }
 
 impl RedisBackend {
+    /// Academy's layout and the default options.
     async fn start() -> Self {
+        Self::with(None, false)
+    }
+
+    /// A namespace and strict receives: the same suite through the other option paths.
+    async fn start_namespaced_strict() -> Self {
+        Self::with(Some(format!("t{}", uuid::Uuid::new_v4().simple())), true)
+    }
+
+    fn with(namespace: Option<String>, strict: bool) -> Self {
         match redis_url_override() {
             Some(url) => {
-                RedisBackend { url, namespace: Some(format!("t{}", uuid::Uuid::new_v4().simple())), _server: None }
+                let namespace = namespace.or_else(|| Some(format!("t{}", uuid::Uuid::new_v4().simple())));
+                RedisBackend { url, namespace, strict, _server: None }
             }
             None => {
                 let server = RedisServer::start();
-                RedisBackend { url: server.url(), namespace: None, _server: Some(server) }
+                RedisBackend { url: server.url(), namespace, strict, _server: Some(server) }
             }
         }
     }
@@ -37,6 +51,9 @@ impl TestBackend for RedisBackend {
         if let Some(namespace) = &self.namespace {
             builder = builder.namespace(namespace);
         }
+        if self.strict {
+            builder = builder.prefetch(1).prefetch_max_age(Duration::ZERO);
+        }
         Arc::new(builder.connect().await.expect("connect to the test redis-server"))
     }
 
@@ -47,3 +64,10 @@ impl TestBackend for RedisBackend {
 }
 
 exchange_conformance::conformance_tests!(RedisBackend::start());
+
+/// The suite again under a namespace, receiving one message per round trip.
+mod namespaced_strict {
+    use super::RedisBackend;
+
+    exchange_conformance::conformance_tests!(RedisBackend::start_namespaced_strict());
+}
