@@ -4,15 +4,17 @@
 # JSON lines go to stdout (and to $OUT); a summary of medians to stderr.
 #
 # Labels: http-rs-rs (our client, our server), http-rs-py (our client, Academy's server),
-#         http-py-rs (Academy's client, our server), http-py-py (Academy's client and server).
-# Env: REPS (3), SCENARIOS (throughput,rtt,payload,fanin), OUT, ANCHOR, PORT_RS (8793),
-#      PORT_PY (8794), CARGO_TARGET_DIR.
+#         http-py-rs (Academy's client, our server), http-py-py (Academy's client and server);
+#         a -longpoll suffix: receiving by one GET /message per message instead of the event stream.
+# Then `memory` on a fresh server of ours: RSS with 10,000 open mailboxes and 100,000 queued 1 KiB messages.
+# Env: REPS (3), SCENARIOS (throughput,rtt,payload,fanin,stack-seq,stack-conc), OUT, ANCHOR,
+#      PORT_RS (8793), PORT_PY (8794), CARGO_TARGET_DIR.
 # Every server this script starts is stopped by its PID on exit.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 anchor="${ANCHOR:-$root/../shared/bench/academy_bench.py}"
 reps="${REPS:-3}"
-scenarios="${SCENARIOS:-throughput,rtt,payload,fanin}"
+scenarios="${SCENARIOS:-throughput,rtt,payload,fanin,stack-seq,stack-conc}"
 out="${OUT:-$root/target/bench-http.jsonl}"
 port_rs="${PORT_RS:-8793}"
 port_py="${PORT_PY:-8794}"
@@ -66,5 +68,14 @@ for rep in $(seq 0 $((reps - 1))); do
     --scenario "$scenarios" --sizes 1024,65536,262144 --server-pids "$rs_pid" --rep "$rep" 2>/dev/null | tee -a "$out"
   "$python" "$anchor" --backend http --http-url "http://127.0.0.1:$port_py" --label http-py-py \
     --scenario "$scenarios" --sizes 1024,65536,262144 --server-pids "$py_pid" --rep "$rep" 2>/dev/null | tee -a "$out"
+  "$target/release/bench" --backend http --url "http://127.0.0.1:$port_rs" --label http-rs-rs-longpoll \
+    --recv-mode longpoll --scenario throughput,rtt,fanin --server-pids "$rs_pid" --rep "$rep" | tee -a "$out"
+  "$python" "$anchor" --backend http --http-url "http://127.0.0.1:$port_py" --label http-py-py-longpoll \
+    --recv-mode longpoll --scenario throughput,rtt,fanin --server-pids "$py_pid" --rep "$rep" 2>/dev/null | tee -a "$out"
 done
+kill "$rs_pid" && wait "$rs_pid" 2>/dev/null || true
+RUST_LOG=warn "$target/release/exchange-server" --host 127.0.0.1 --port "$port_rs" >"$work/rs-memory.log" 2>&1 &
+rs_pid=$!
+wait_port "$port_rs"
+"$target/release/bench" --backend http --url "http://127.0.0.1:$port_rs" --scenario memory --server-pids "$rs_pid" | tee -a "$out"
 "$python" "$root/scripts/bench_summary.py" "$out" >&2

@@ -11,9 +11,9 @@ python="$("$root/scripts/academy-venv.sh")"
 cargo build -q --release --manifest-path "$root/Cargo.toml" --bin bench
 : > "$out"
 for rep in $(seq 0 $((reps - 1))); do
-  "$root/target/release/bench" --backend local --scenario throughput,rtt,payload,fanin --rep "$rep" 2>/dev/null | tee -a "$out"
+  "$root/target/release/bench" --backend local --scenario throughput,rtt,payload,fanin,stack-seq,stack-conc --rep "$rep" | tee -a "$out"
   # Same N as Academy's anchor, for a like-for-like line.
   "$root/target/release/bench" --backend local --label local-n10k --scenario throughput,fanin --n 10000 --rep "$rep" | tee -a "$out"
-  "$python" "$anchor" --backend local --label academy-local --scenario throughput,rtt,payload,fanin --rep "$rep" 2>/dev/null | tee -a "$out"
+  "$python" "$anchor" --backend local --label academy-local --scenario throughput,rtt,payload,fanin,stack-seq,stack-conc --rep "$rep" 2>/dev/null | tee -a "$out"
 done
 "$python" "$root/scripts/bench_summary.py" "$out" >&2

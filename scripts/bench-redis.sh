@@ -6,7 +6,7 @@
 #
 # Labels: redis (our client), academy-redis (academy-py), redis-benchmark.
 # Env: REPS (3), SCENARIOS (throughput,rtt,payload,fanin), OUT, ANCHOR, PORT (6395),
-#      FEATURES (redis: the facade features the bench binary is built with), CARGO_TARGET_DIR.
+#      FEATURES (full: the facade features the bench binary is built with), CARGO_TARGET_DIR.
 # The redis-server this script starts is stopped by its PID on exit.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -15,7 +15,7 @@ reps="${REPS:-3}"
 scenarios="${SCENARIOS:-throughput,rtt,payload,fanin}"
 out="${OUT:-$root/target/bench-redis.jsonl}"
 port="${PORT:-6395}"
-features="${FEATURES:-redis}"
+features="${FEATURES:-full}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 command -v redis-server >/dev/null || { echo "redis-server not found: apt-get install redis-server" >&2; exit 1; }
 python="$("$root/scripts/academy-venv.sh")"

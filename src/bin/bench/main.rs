@@ -5,9 +5,11 @@
 //! Run with: `cargo run --release --features full --bin bench -- --backend local --scenario all`
 
 mod measure;
+mod memory;
 mod stack;
 mod transport;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
@@ -55,6 +57,13 @@ pub(crate) struct Args {
     /// Comma-separated PIDs (exchange server, redis-server) whose CPU time is sampled.
     #[arg(long, default_value = "")]
     server_pids: String,
+    /// HTTP only: receive over the event stream (`sse`, the default) or one long poll per
+    /// message (`longpoll`).
+    #[arg(long, default_value = "sse")]
+    recv_mode: String,
+    /// Mailboxes to open (memory).
+    #[arg(long, default_value_t = 10_000)]
+    mailboxes: usize,
 }
 
 impl Args {
@@ -66,8 +75,12 @@ impl Args {
         })
     }
 
-    pub(crate) fn label(&self) -> &str {
-        self.label.as_deref().unwrap_or(&self.backend)
+    pub(crate) fn label(&self) -> String {
+        match (&self.label, self.recv_mode.as_str()) {
+            (Some(label), _) => label.clone(),
+            (None, "sse") => self.backend.clone(),
+            (None, mode) => format!("{}-{mode}", self.backend),
+        }
     }
 
     pub(crate) fn n_or(&self, default: usize) -> usize {
@@ -80,6 +93,21 @@ impl Args {
 
     pub(crate) fn server_pids(&self) -> Vec<u32> {
         self.server_pids.split(',').filter_map(|p| p.trim().parse().ok()).collect()
+    }
+
+    /// A new client of the exchange under test.
+    pub(crate) async fn connect(&self) -> exchange::Result<Arc<dyn exchange::Exchange>> {
+        match self.recv_mode.as_str() {
+            "sse" => exchange::connect(&self.url()).await,
+            #[cfg(feature = "http")]
+            "longpoll" => {
+                let options = exchange::http::HttpOptions::default().recv_mode(exchange::http::RecvMode::LongPoll);
+                Ok(Arc::new(exchange::http::HttpExchange::connect_with(&self.url(), options).await?))
+            }
+            other => Err(exchange::Error::config(format!(
+                "--recv-mode {other:?} is not available (sse, or longpoll with the http feature)"
+            ))),
+        }
     }
 }
 
@@ -122,7 +150,9 @@ async fn run(args: &Args, scenario: &str) -> exchange::Result<()> {
         "payload" => transport::payload(args).await,
         "fanin" => transport::fanin(args).await,
         "stack-seq" | "stack-conc" => stack::stack(args, scenario).await,
-        other => Err(exchange::Error::config(format!("unknown scenario {other:?}; known: {SCENARIOS:?}"))),
+        // Not part of "all": it fills the exchange on purpose.
+        "memory" => memory::memory(args).await,
+        other => Err(exchange::Error::config(format!("unknown scenario {other:?}; known: {SCENARIOS:?} and memory"))),
     }
 }
 

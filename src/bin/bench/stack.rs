@@ -43,7 +43,7 @@ pub(crate) async fn stack(args: &Args, kind: &str) -> Result<()> {
         (false, "stack-seq") => 1000,
         (false, _) => 2000,
     });
-    let manager = Manager::new(exchange::connect(&args.url()).await?).await?;
+    let manager = Manager::new(args.connect().await?).await?;
     let handle = manager.launch(Echo).await?;
     let first = echo(&handle, -1).await?;
     for i in 0..args.warmup_or(if local { 10_000 } else { 100 }) {

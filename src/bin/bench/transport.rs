@@ -19,7 +19,7 @@ struct Peer {
 
 impl Peer {
     async fn new(args: &Args, name: &str) -> Result<Peer> {
-        let exchange = exchange::connect(&args.url()).await?;
+        let exchange = args.connect().await?;
         let id = exchange.register_user(Some(name)).await?;
         let mailbox = exchange.open_mailbox(&id.clone().into()).await?;
         Ok(Peer { exchange, id, mailbox })
