@@ -14,6 +14,7 @@ pub mod manager;
 pub mod message;
 pub mod payload;
 pub mod runtime;
+pub mod wait;
 
 pub use agent::{Actions, Agent, Context, Loops};
 /// Attribute for implementing [`Agent`]'s async hooks (`startup`, `shutdown`).

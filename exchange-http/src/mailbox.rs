@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
+use exchange_core::wait::wait_for;
 use exchange_core::{EntityId, Error, Mailbox, Message, Result};
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -152,22 +153,9 @@ impl HttpMailbox {
     async fn recv_sse(&self, timeout: Option<Duration>) -> Result<Message> {
         self.ensure_stream();
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        loop {
-            let notified = self.shared.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(ready) = self.ready() {
-                return ready;
-            }
-            match deadline {
-                None => notified.await,
-                Some(deadline) => {
-                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                        return Err(Error::Timeout { timeout: timeout.unwrap_or_default() });
-                    }
-                }
-            }
-        }
+        wait_for(&self.shared.notify, deadline, || self.ready())
+            .await
+            .unwrap_or(Err(Error::Timeout { timeout: timeout.unwrap_or_default() }))
     }
 
     async fn recv_long_poll(&self, timeout: Option<Duration>) -> Result<Message> {

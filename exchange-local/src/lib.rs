@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use exchange_core::wait::wait_for;
 use exchange_core::{
     AgentId, AgentRegistration, EntityId, Error, Exchange, Header, Mailbox, MailboxStats, MailboxStatus, Message,
     MessageKind, Result, UserId,
@@ -310,26 +311,10 @@ impl Mailbox for LocalMailbox {
     }
 
     async fn recv(&self, timeout: Option<Duration>) -> Result<Message> {
-        if let Some(ready) = self.try_take() {
-            return ready;
-        }
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        loop {
-            let notified = self.slot.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(ready) = self.try_take() {
-                return ready;
-            }
-            match deadline {
-                None => notified.await,
-                Some(deadline) => {
-                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                        return Err(Error::Timeout { timeout: timeout.unwrap_or_default() });
-                    }
-                }
-            }
-        }
+        wait_for(&self.slot.notify, deadline, || self.try_take())
+            .await
+            .unwrap_or(Err(Error::Timeout { timeout: timeout.unwrap_or_default() }))
     }
 
     async fn close(&self) -> Result<()> {

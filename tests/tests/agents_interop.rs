@@ -3,12 +3,13 @@
 //! handle. Python comes from `scripts/academy-venv.sh` (or `ACADEMY_PYTHON`); the tests fail
 //! loudly if it cannot be created.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use exchange_conformance::agents::{CALCULATOR, Calculator};
+use exchange_conformance::python::{academy_python as python, repo_root};
 use exchange_conformance::redis_server::RedisServer;
 use exchange_core::{AgentId, Error, Exchange, Manager, Uuid};
 use exchange_http::HttpExchange;
@@ -19,29 +20,6 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
-}
-
-/// The venv's python (created once by the script).
-fn python() -> String {
-    if let Ok(python) = std::env::var("ACADEMY_PYTHON") {
-        return python;
-    }
-    let script = repo_root().join("scripts/academy-venv.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed (needs python3 with venv and network access to PyPI): {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 path").trim().to_owned()
-}
 
 /// Starts a Python helper from `tests/python` with its stdout piped.
 fn spawn_python(script: &str, args: &[String]) -> (Child, Lines<BufReader<ChildStdout>>) {

@@ -2,35 +2,17 @@
 //! academy-py's `HttpExchangeFactory` against our server, and our client (the whole
 //! conformance suite) against Academy's own server (`python -m academy.exchange.cloud`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use exchange_conformance::python::{academy_python, repo_root};
 use exchange_conformance::{TestBackend, fixtures};
 use exchange_core::Exchange;
 use exchange_http::HttpExchange;
 use exchange_http::server::spawn_http_exchange;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The venv's python with academy-py 1.0.0; fails loudly if it cannot be made.
-fn academy_python() -> PathBuf {
-    if let Some(python) = std::env::var_os("ACADEMY_PYTHON") {
-        return PathBuf::from(python);
-    }
-    let script = repo_root().join("scripts/academy-venv.sh");
-    let output = Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("cannot run {script:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "scripts/academy-venv.sh failed (needs python3 and network for pip): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8(output.stdout).expect("utf-8 path").trim())
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()

@@ -2,11 +2,11 @@
 //! `ACADEMY_PYTHON`): Python's `RedisExchangeFactory` transports and our `RedisExchange` on one
 //! private `redis-server`, in both directions (`tests/python/redis_interop.py`).
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use exchange_conformance::fixtures;
+use exchange_conformance::python::{academy_python, repo_root};
 use exchange_conformance::redis_server::RedisServer;
 use exchange_core::{AgentRegistration, EntityId, Error, Exchange, MailboxStatus, Message, UserId};
 use exchange_redis::RedisExchange;
@@ -15,28 +15,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 const WITHIN: Duration = Duration::from_secs(60);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The venv's python with academy-py 1.0.0; fails loudly if it cannot be made.
-fn academy_python() -> PathBuf {
-    if let Some(python) = std::env::var_os("ACADEMY_PYTHON") {
-        return PathBuf::from(python);
-    }
-    let script = repo_root().join("scripts/academy-venv.sh");
-    let output = std::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {script:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "scripts/academy-venv.sh failed (needs python3 and network for pip): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8(output.stdout).expect("utf-8 path").trim())
-}
 
 /// The Python side: one child process speaking JSON lines.
 struct Python {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use exchange_core::wait::wait_for;
 use exchange_core::{EntityId, Header, MailboxStats, MailboxStatus, Message, MessageKind};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
@@ -188,17 +189,7 @@ impl Storage for MemoryStorage {
     async fn recv(&self, caller: &Caller, id: &EntityId, timeout: Duration) -> Result<Option<Bytes>, ApiError> {
         let slot = self.known(caller, id)?;
         let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = slot.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(message) = slot.try_take()? {
-                return Ok(Some(message));
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(None);
-            }
-        }
+        wait_for(&slot.notify, Some(deadline), || slot.try_take().transpose()).await.transpose()
     }
 
     async fn discover(&self, caller: &Caller, agent: &str, allow_subclasses: bool) -> Result<Vec<Uuid>, ApiError> {
