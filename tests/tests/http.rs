@@ -574,3 +574,48 @@ async fn base_path_in_url() {
     let wrong = HttpExchange::connect(&format!("{root}/v2")).await;
     assert!(matches!(wrong, Err(Error::Config { .. })), "{wrong:?}");
 }
+
+/// Resident memory of this process (the in-process server lives here), in KiB.
+fn own_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+    line.split_whitespace().nth(1).and_then(|kb| kb.parse().ok()).expect("VmRSS value")
+}
+
+/// Clients that open connections and go silent (nothing sent, or half a request head, or a
+/// head that announces a body never sent) do not stop the server from serving others, and
+/// cost bounded memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_do_not_starve_the_server() {
+    const SILENT: usize = 300;
+    let server = spawn_http_exchange().await.unwrap();
+    let client = server.client().clone();
+    let address = server.url().trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let before = own_rss_kib();
+    let mut silent = Vec::with_capacity(SILENT);
+    for i in 0..SILENT {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connect");
+        match i % 3 {
+            0 => {}
+            1 => stream.write_all(b"PUT /message HTTP/1.1\r\nHost: x\r\n").await.unwrap(),
+            _ => stream
+                .write_all(b"PUT /message HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{\"mess")
+                .await
+                .unwrap(),
+        }
+        silent.push(stream);
+    }
+    // Everyone else is still served, promptly.
+    let started = Instant::now();
+    let a = client.register_user(None).await.unwrap();
+    let b = client.register_user(None).await.unwrap();
+    let inbox = client.open_mailbox(&b.clone().into()).await.unwrap();
+    for _ in 0..100 {
+        client.send(Message::request(a.clone(), b.clone(), Body::PingRequest)).await.unwrap();
+        assert_eq!(inbox.recv(Some(Duration::from_secs(10))).await.unwrap().body, Body::PingRequest);
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "served slowly: {:?}", started.elapsed());
+    let growth_kib = own_rss_kib().saturating_sub(before);
+    assert!(growth_kib < 64 * 1024, "{SILENT} silent connections grew memory by {growth_kib} KiB");
+    drop(silent);
+}
