@@ -603,7 +603,23 @@ impl Message {
 
     /// Compact JSON text, as Academy writes it.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("messages always serialize")
+        let mut out = Vec::with_capacity(self.encoded_len_hint());
+        serde_json::to_writer(&mut out, self).expect("messages always serialize");
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
+
+    /// A close upper guess of the encoded size, so large payloads are written without
+    /// regrowing (and copying) the buffer.
+    fn encoded_len_hint(&self) -> usize {
+        let payload = match &self.body {
+            Body::ActionRequest(r) => r.pargs.len() + r.kargs.len(),
+            Body::ActionResponse(ActionResponse { result: ActionResult::Serialized(text), .. }) => text.len(),
+            Body::UserError(e) => e.exception.len(),
+            Body::Other(raw) => raw.get().len(),
+            _ => 0,
+        };
+        // Payload text is escaped once more inside the message: allow for some growth.
+        512 + payload + payload / 8
     }
 }
 
