@@ -12,12 +12,18 @@ use exchange_core::{AgentRegistration, Body, EntityId, Error, Exchange, MailboxS
 use exchange_redis::RedisExchange;
 use uuid::Uuid;
 
+/// Receive limit for a message that must arrive: a hang detector with a wide margin.
+const PROMPT: Duration = Duration::from_secs(30);
+
 fn ping(src: impl Into<EntityId>, dest: impl Into<EntityId>) -> Message {
     Message::request(src, dest, Body::PingRequest)
 }
 
+/// A plain connection for inspecting and preparing the keyspace. redis-rs's default 500 ms
+/// response timeout would fail slow setup scripts on a busy machine: this one waits.
 async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection_with_config(&config).await.unwrap()
 }
 
 /// Kill -9 and restart (AOF, `appendfsync always`) while a receiver is blocked and senders
@@ -110,7 +116,7 @@ async fn server_restart_loses_no_acknowledged_message() {
 
     let parked_inbox = ex.open_mailbox(&parked.into()).await.unwrap();
     for tag in parked_tags {
-        assert_eq!(parked_inbox.recv(Some(Duration::from_secs(10))).await.unwrap().tag(), tag);
+        assert_eq!(parked_inbox.recv(Some(PROMPT)).await.unwrap().tag(), tag);
     }
 }
 
@@ -132,7 +138,8 @@ async fn unreachable_server_is_a_prompt_clear_error() {
 }
 
 /// Connections killed under running commands (`CLIENT KILL`): errors, never a hang; the
-/// exchange works again afterwards.
+/// exchange works again afterwards. A send is bounded by the reconnect attempts (3 x the 5 s
+/// connect timeout) plus the 30 s response timeout: the hang detector is above that sum.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_connections_fail_commands_without_hanging() {
     let server = RedisServer::start();
@@ -152,7 +159,7 @@ async fn killed_connections_fail_commands_without_hanging() {
             while running.load(Ordering::SeqCst) {
                 let body = Body::ActionRequest(exchange_core::ActionRequest::json("echo", &[&payload], &()).unwrap());
                 match tokio::time::timeout(
-                    Duration::from_secs(15),
+                    Duration::from_secs(90),
                     ex.send(Message::request(a.clone(), b.clone(), body)),
                 )
                 .await
@@ -168,6 +175,22 @@ async fn killed_connections_fail_commands_without_hanging() {
             (ok, failed)
         }));
     }
+    // Keep the target queue short so Redis' memory does not grow with the machine's speed.
+    let drain = {
+        let (ex, b, running) = (ex.clone(), b.clone(), running.clone());
+        tokio::spawn(async move {
+            while running.load(Ordering::SeqCst) {
+                let Ok(inbox) = ex.open_mailbox(&b.clone().into()).await else { continue };
+                while running.load(Ordering::SeqCst) {
+                    if let Err(e) = inbox.recv(Some(Duration::from_millis(200))).await {
+                        if !matches!(e, Error::Timeout { .. }) {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    };
     let mut admin = raw(&server).await;
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -189,12 +212,13 @@ async fn killed_connections_fail_commands_without_hanging() {
         failed += f;
     }
     assert!(failed > 0 && ok > 0, "ok {ok}, failed {failed}");
-    let outcome = tokio::time::timeout(Duration::from_secs(10), blocked).await.expect("blocked receive hung").unwrap();
+    tokio::time::timeout(Duration::from_secs(90), drain).await.expect("draining receive hung").unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), blocked).await.expect("blocked receive hung").unwrap();
     assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
     // Everything works again.
     let inbox = ex.open_mailbox(&idle.clone().into()).await.unwrap();
     ex.send(ping(a, idle)).await.unwrap();
-    inbox.recv(Some(Duration::from_secs(5))).await.unwrap();
+    inbox.recv(Some(PROMPT)).await.unwrap();
 }
 
 /// Keys, values and counters exactly as Academy's transport writes them (spec §4.1).
@@ -283,13 +307,13 @@ async fn taken_ahead_messages_are_returned_or_dropped() {
         strict.send(m.clone()).await.unwrap();
     }
     let first = strict.open_mailbox(&dest.clone().into()).await.unwrap();
-    assert_eq!(first.recv(Some(Duration::from_secs(5))).await.unwrap().tag(), sent[0].tag());
+    assert_eq!(first.recv(Some(PROMPT)).await.unwrap().tag(), sent[0].tag());
     let stats = strict.stats(&dest.clone().into()).await.unwrap();
     assert_eq!((stats.queued, stats.in_progress), (9, 1), "taken-ahead messages count as queued");
     first.close().await.unwrap();
     let second = other.open_mailbox(&dest.clone().into()).await.unwrap();
     for m in &sent[1..] {
-        assert_eq!(second.recv(Some(Duration::from_secs(5))).await.unwrap().tag(), m.tag());
+        assert_eq!(second.recv(Some(PROMPT)).await.unwrap().tag(), m.tag());
     }
 
     // Dropped without close: also returned.
@@ -297,10 +321,10 @@ async fn taken_ahead_messages_are_returned_or_dropped() {
         strict.send(m.clone()).await.unwrap();
     }
     let third = strict.open_mailbox(&dest.clone().into()).await.unwrap();
-    third.recv(Some(Duration::from_secs(5))).await.unwrap();
+    third.recv(Some(PROMPT)).await.unwrap();
     drop(third);
     for m in &sent[1..] {
-        assert_eq!(second.recv(Some(Duration::from_secs(5))).await.unwrap().tag(), m.tag());
+        assert_eq!(second.recv(Some(PROMPT)).await.unwrap().tag(), m.tag());
     }
 
     // Terminated by another client: the taken-ahead messages are never handed out.
@@ -308,9 +332,9 @@ async fn taken_ahead_messages_are_returned_or_dropped() {
         strict.send(m.clone()).await.unwrap();
     }
     let fourth = strict.open_mailbox(&dest.clone().into()).await.unwrap();
-    fourth.recv(Some(Duration::from_secs(5))).await.unwrap();
+    fourth.recv(Some(PROMPT)).await.unwrap();
     other.terminate(&dest.clone().into()).await.unwrap();
-    let after = fourth.recv(Some(Duration::from_secs(5))).await;
+    let after = fourth.recv(Some(PROMPT)).await;
     assert!(matches!(after, Err(Error::MailboxTerminated { .. })), "{after:?}");
 }
 
@@ -325,7 +349,7 @@ async fn unix_socket_urls_connect() {
     assert_eq!(ex.status(&user).await.unwrap(), MailboxStatus::Active);
     let inbox = ex.open_mailbox(&user).await.unwrap();
     ex.send(ping(user.clone(), user.clone())).await.unwrap();
-    inbox.recv(Some(Duration::from_secs(5))).await.unwrap();
+    inbox.recv(Some(PROMPT)).await.unwrap();
     drop(server);
     let _ = std::fs::remove_file(&socket);
 }
@@ -346,7 +370,7 @@ async fn large_messages_keep_send_semantics() {
     };
     let request = big(target.clone().into());
     ex.send(request.clone()).await.unwrap();
-    let got = inbox.recv(Some(Duration::from_secs(5))).await.unwrap();
+    let got = inbox.recv(Some(PROMPT)).await.unwrap();
     assert_eq!(got.to_json(), request.to_json());
     let tracked: Option<String> = redis::cmd("GET")
         .arg(format!("request:{}:{}", target.uid(), request.tag()))
@@ -470,7 +494,7 @@ async fn tls_urls_connect_with_a_private_ca() {
     let user: EntityId = ex.register_user(None).await.unwrap().into();
     let inbox = ex.open_mailbox(&user).await.unwrap();
     ex.send(ping(user.clone(), user.clone())).await.unwrap();
-    inbox.recv(Some(Duration::from_secs(5))).await.unwrap();
+    inbox.recv(Some(PROMPT)).await.unwrap();
     // Without the CA the server's certificate is not trusted: a clear error, no hang.
     let untrusted = RedisExchange::builder(&url).connect_timeout(Duration::from_secs(2)).connect().await;
     assert!(matches!(untrusted, Err(Error::Unavailable { .. })), "{untrusted:?}");
@@ -526,7 +550,7 @@ async fn big_keyspaces_are_scanned_in_steps() {
     ex.terminate(&agent.into()).await.unwrap();
     let mut answered = Vec::new();
     for _ in 0..40 {
-        answered.push(inbox.recv(Some(Duration::from_secs(5))).await.unwrap().tag());
+        answered.push(inbox.recv(Some(PROMPT)).await.unwrap().tag());
     }
     answered.sort();
     tags.sort();
