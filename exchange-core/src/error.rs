@@ -52,6 +52,13 @@ pub enum Error {
         /// The exchange's explanation, with sizes where known.
         message: String,
     },
+    /// The exchange refused the message because the destination's queue or the whole store
+    /// is at its limit (HTTP 429 or 507): retry once the receiver has caught up.
+    #[error("exchange full: {message}")]
+    QueueFull {
+        /// The exchange's explanation, with the limit that was hit.
+        message: String,
+    },
     /// The transport failed: connection refused or lost, server error, I/O.
     #[error("{backend} transport failed: {source}")]
     Unavailable {
@@ -132,8 +139,9 @@ impl Error {
         Error::Unavailable { backend, source: source.into() }
     }
 
-    /// Whether trying the same operation again may succeed (transport failures only).
+    /// Whether trying the same operation again may succeed: transport failures, and a full
+    /// queue once its reader catches up.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. })
+        matches!(self, Error::Unavailable { .. } | Error::QueueFull { .. })
     }
 }

@@ -130,6 +130,7 @@ pub(crate) fn status_error(status: StatusCode, text: String, id: &EntityId) -> E
         401 => Error::Unauthorized { message: text },
         403 => Error::Forbidden { message: text },
         413 => Error::MessageTooLarge { message: text },
+        429 | 507 => Error::QueueFull { message: text },
         400 => Error::codec(format!("the exchange rejected the request: {text}")),
         _ => Error::unavailable("http", format!("HTTP {status}: {text}")),
     }
@@ -200,7 +201,9 @@ impl HttpExchange {
             .default_headers(headers)
             .tcp_nodelay(true)
             .connect_timeout(options.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Below the server's idle limit (30 s by default), so the client, not the server,
+            // closes idle connections and a request never races a closing connection.
+            .pool_idle_timeout(Duration::from_secs(20))
             .http1_only();
         if !options.verify_tls {
             builder = builder.tls_danger_accept_invalid_certs(true);
@@ -409,7 +412,12 @@ impl Exchange for HttpExchange {
             return Err(reply.error(id));
         }
         let seconds = reply.json::<HeartbeatResponse>()?.heartbeat;
-        Ok(seconds.map(|s| Duration::from_secs_f64(s.max(0.0))))
+        seconds
+            .map(|s| {
+                Duration::try_from_secs_f64(s.max(0.0))
+                    .map_err(|e| Error::codec(format!("heartbeat age {s} from the exchange: {e}")))
+            })
+            .transpose()
     }
 
     async fn stats(&self, id: &EntityId) -> Result<MailboxStats> {

@@ -41,7 +41,62 @@ pub struct ServerConfig {
     /// Logging.
     #[serde(default)]
     pub logger: LoggerConfig,
+    /// What one client, connection or mailbox may hold (our extension; safe defaults).
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
+
+/// `[limits]`: bounds that keep a shared server safe from slow, idle, greedy or broken clients.
+/// Every default is safe without configuration; docs/HTTP.md lists them with what a client
+/// sees when it hits one.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct LimitsConfig {
+    /// Open connections at most; lowered at start to stay below the process's file limit.
+    /// Connections past it are closed at once (plain HTTP: after a `503`).
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request head. The same clock runs while a
+    /// keep-alive connection waits for its next request, so idle connections close after it.
+    pub header_timeout_s: f64,
+    /// Seconds a client may take to send a whole request body (`408` after it).
+    pub body_timeout_s: f64,
+    /// Seconds a shutdown waits for open requests and streams before dropping them.
+    pub shutdown_timeout_s: f64,
+    /// Messages one mailbox's queue may hold (`429` past it).
+    pub mailbox_max_messages: usize,
+    /// Unanswered requests tracked for one mailbox (`429` for new requests past it).
+    pub mailbox_max_pending: usize,
+    /// MiB of messages one mailbox's queue may hold (memory storage; `429` past it).
+    pub mailbox_max_mb: usize,
+    /// MiB of messages the whole memory store may hold (`507` past it).
+    pub store_max_mb: usize,
+    /// Mailboxes (gravestones included) the memory store may hold (`507` past it).
+    pub store_max_mailboxes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 10_000,
+            header_timeout_s: 30.0,
+            body_timeout_s: 30.0,
+            shutdown_timeout_s: 30.0,
+            mailbox_max_messages: 100_000,
+            mailbox_max_pending: 100_000,
+            mailbox_max_mb: 256,
+            store_max_mb: 2048,
+            store_max_mailboxes: 1_000_000,
+        }
+    }
+}
+
+/// Longest expiration accepted for `[backend]` keys (100 years).
+pub const MAX_EXPIRATION_DAYS: f64 = 36_500.0;
+
+/// Longest duration accepted anywhere in the configuration (one day), so no deadline computed
+/// from a configured value can overflow.
+pub const MAX_CONFIG_SECONDS: f64 = 86_400.0;
 
 /// `[auth]`: bearer tokens.
 #[derive(Clone, Debug, Deserialize)]
@@ -168,6 +223,7 @@ impl Default for ServerConfig {
             auth: None,
             backend: BackendConfig::default(),
             logger: LoggerConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -198,8 +254,31 @@ impl ServerConfig {
     /// # Errors
     /// [`Error::Config`] describing the problem.
     pub fn validate(&self) -> Result<()> {
-        if !(self.listen_timeout_s > 0.0 && self.listen_timeout_s.is_finite()) {
-            return Err(Error::config("listen_timeout_s must be a positive number of seconds"));
+        let seconds = |name: &str, value: f64| {
+            if value > 0.0 && value <= MAX_CONFIG_SECONDS {
+                Ok(())
+            } else {
+                Err(Error::config(format!(
+                    "{name} must be a number of seconds above 0 and at most {MAX_CONFIG_SECONDS}"
+                )))
+            }
+        };
+        seconds("listen_timeout_s", self.listen_timeout_s)?;
+        let limits = &self.limits;
+        seconds("[limits] header_timeout_s", limits.header_timeout_s)?;
+        seconds("[limits] body_timeout_s", limits.body_timeout_s)?;
+        seconds("[limits] shutdown_timeout_s", limits.shutdown_timeout_s)?;
+        for (name, value) in [
+            ("max_connections", limits.max_connections),
+            ("mailbox_max_messages", limits.mailbox_max_messages),
+            ("mailbox_max_pending", limits.mailbox_max_pending),
+            ("mailbox_max_mb", limits.mailbox_max_mb),
+            ("store_max_mb", limits.store_max_mb),
+            ("store_max_mailboxes", limits.store_max_mailboxes),
+        ] {
+            if value == 0 {
+                return Err(Error::config(format!("[limits] {name} must be at least 1")));
+            }
         }
         if self.backend.message_size_limit_kb == 0 {
             return Err(Error::config("[backend] message_size_limit_kb must be at least 1"));
@@ -210,9 +289,17 @@ impl ServerConfig {
                 self.backend.kind
             )));
         }
-        if !(self.backend.mailbox_expiration_d > 0.0 && self.backend.gravestone_expiration_d > 0.0) {
-            return Err(Error::config("[backend] expirations must be positive numbers of days"));
-        }
+        let days = |name: &str, value: f64| {
+            if value > 0.0 && value <= MAX_EXPIRATION_DAYS {
+                Ok(())
+            } else {
+                Err(Error::config(format!(
+                    "[backend] {name} must be a number of days above 0 and at most {MAX_EXPIRATION_DAYS}"
+                )))
+            }
+        };
+        days("mailbox_expiration_d", self.backend.mailbox_expiration_d)?;
+        days("gravestone_expiration_d", self.backend.gravestone_expiration_d)?;
         if let Some(auth) = &self.auth {
             if auth.method != "token" {
                 return Err(Error::config(format!("[auth] method {:?} is not supported (use \"token\")", auth.method)));

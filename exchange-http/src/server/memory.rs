@@ -179,6 +179,21 @@ impl Storage for MemoryStorage {
         self.deliver(header, message)
     }
 
+    async fn requeue(&self, id: &EntityId, messages: Vec<Bytes>) -> Result<(), ApiError> {
+        let Some(slot) = self.slot(id) else { return Ok(()) };
+        {
+            let mut state = slot.state.lock();
+            if state.terminated {
+                return Ok(());
+            }
+            for message in messages.into_iter().rev() {
+                state.queue.push_front(message);
+            }
+        }
+        slot.notify.notify_one();
+        Ok(())
+    }
+
     async fn check_receive(&self, caller: &Caller, id: &EntityId) -> Result<(), ApiError> {
         if self.known(caller, id)?.state.lock().terminated {
             return Err(ApiError::Terminated);

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use exchange_core::{Error, Result};
@@ -15,17 +16,21 @@ mod config;
 mod memory;
 mod redis_store;
 mod routes;
+mod serve;
 mod spawn;
 mod storage;
 mod tls;
 
 pub use auth::{Authenticator, NoAuth, TokenAuth};
-pub use config::{AuthConfig, BackendConfig, DEFAULT_PORT, LoggerConfig, ServerConfig, TokenEntry};
+pub use config::{
+    AuthConfig, BackendConfig, DEFAULT_PORT, LimitsConfig, LoggerConfig, MAX_CONFIG_SECONDS, MAX_EXPIRATION_DAYS,
+    ServerConfig, TokenEntry,
+};
 pub use memory::MemoryStorage;
 pub use redis_store::RedisStorage;
 pub use routes::{AppState, router};
 pub use spawn::{SpawnedServer, spawn_http_exchange, spawn_server};
-pub use storage::{ApiError, Caller, Storage};
+pub use storage::{ApiError, Caller, Storage, StoreTotals};
 
 /// A configured server: storage and authenticator chosen, not yet bound.
 #[derive(Clone)]
@@ -109,7 +114,8 @@ impl HttpExchangeServer {
 
     /// The router of this server; `shutdown` turning `true` ends long polls and event streams.
     pub fn router(&self, shutdown: watch::Receiver<bool>) -> Router {
-        let state = AppState::new(self.storage.clone(), self.auth.clone(), self.config.listen_timeout_s, shutdown);
+        let state = AppState::new(self.storage.clone(), self.auth.clone(), self.config.listen_timeout_s, shutdown)
+            .with_body_timeout(Duration::from_secs_f64(self.config.limits.body_timeout_s));
         router(state, &self.config.path_prefix, self.config.body_limit())
     }
 
@@ -153,26 +159,32 @@ impl BoundServer {
         format!("{scheme}://{}{}", self.local_addr, self.server.config.path_prefix.trim_end_matches('/'))
     }
 
-    /// Serves until `shutdown` completes, then ends long polls and event streams and waits for
-    /// the remaining requests.
+    /// Serves until `shutdown` completes, then stops accepting, ends long polls and event
+    /// streams, waits for the remaining requests up to `[limits] shutdown_timeout_s` and drops
+    /// what is still open.
     ///
     /// # Errors
     /// [`Error::Unavailable`] if the server fails.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let (stop, stopping) = watch::channel(false);
         let app = self.server.router(stopping);
-        let signal = async move {
-            shutdown.await;
-            let _ = stop.send(true);
+        let config = &self.server.config.limits;
+        let limits = serve::ConnectionLimits {
+            max_connections: serve::fit_connection_cap(config.max_connections),
+            header_timeout: Duration::from_secs_f64(config.header_timeout_s),
+            shutdown_timeout: Duration::from_secs_f64(config.shutdown_timeout_s),
         };
-        let served = match self.tls {
-            None => axum::serve(self.listener, app).with_graceful_shutdown(signal).await,
-            Some(config) => {
-                let listener =
-                    tls::TlsListener::new(self.listener, config).map_err(|e| Error::unavailable("http", e))?;
-                axum::serve(listener, app).with_graceful_shutdown(signal).await
+        let storage = self.server.storage.clone();
+        let on_stop = move || {
+            let _ = stop.send(true);
+            if let Some(totals) = storage.totals().filter(|t| t.queued_messages > 0) {
+                tracing::warn!(
+                    queued_messages = totals.queued_messages,
+                    queued_bytes = totals.queued_bytes,
+                    "in-memory storage: queued messages are discarded on exit"
+                );
             }
         };
-        served.map_err(|e| Error::unavailable("http", e))
+        serve::serve(self.listener, self.tls, app, limits, shutdown, on_stop).await
     }
 }

@@ -18,6 +18,18 @@ use uuid::Uuid;
 use super::storage::{ApiError, Caller, Storage};
 
 const CLOSED: &str = "<CLOSED>";
+
+/// Puts messages back at the head of an active queue, oldest first. KEYS: `active:`, `queue:`;
+/// ARGV: the messages in delivery order.
+static REQUEUE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= 'ACTIVE' then return 0 end
+for i = #ARGV, 1, -1 do redis.call('LPUSH', KEYS[2], ARGV[i]) end
+return #ARGV
+",
+    )
+});
 const ACTIVE: &str = "ACTIVE";
 const TERMINATED: &str = "TERMINATED";
 
@@ -287,6 +299,20 @@ impl Storage for RedisStorage {
             return Err(ApiError::TooLarge { size: message.len(), limit: self.message_limit });
         }
         self.deliver(header, message).await
+    }
+
+    async fn requeue(&self, id: &EntityId, messages: Vec<Bytes>) -> Result<(), ApiError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let uid = id.uid();
+        let mut invocation = REQUEUE.prepare_invoke();
+        invocation.key(format!("active:{uid}")).key(format!("queue:{uid}"));
+        for message in &messages {
+            invocation.arg(message.as_ref());
+        }
+        invocation.invoke_async::<i64>(&mut self.conn()).await.map_err(store_error)?;
+        Ok(())
     }
 
     async fn check_receive(&self, caller: &Caller, id: &EntityId) -> Result<(), ApiError> {

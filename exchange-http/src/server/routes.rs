@@ -34,6 +34,8 @@ pub struct AppState {
     pub(crate) listen_timeout_s: f64,
     /// Becomes `true` when the server shuts down: long polls and streams end.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Longest time a request body may take to arrive.
+    pub(crate) body_timeout: Duration,
 }
 
 impl std::fmt::Debug for AppState {
@@ -50,9 +52,18 @@ impl AppState {
         listen_timeout_s: f64,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        AppState { storage, auth, listen_timeout_s, shutdown }
+        AppState { storage, auth, listen_timeout_s, shutdown, body_timeout: DEFAULT_BODY_TIMEOUT }
+    }
+
+    /// Sets how long a request body may take to arrive (default 30 s; `408` after it).
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
     }
 }
+
+/// Default of [`AppState::with_body_timeout`].
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The router of every route, under `prefix` (`""` or `"/v1"`...), with `body_limit` bytes
 /// as the largest request body.
@@ -180,17 +191,27 @@ struct Input {
     body: Bytes,
 }
 
-impl<S: Send + Sync> axum::extract::FromRequest<S> for Input {
+impl axum::extract::FromRequest<AppState> for Input {
     type Rejection = Response;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let caller = caller(request.extensions());
-        let body = Bytes::from_request(request, state).await.map_err(|rejection| {
-            let status = rejection.status();
-            let mut response = (status, rejection.body_text()).into_response();
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-            response
-        })?;
+        let body = tokio::time::timeout(state.body_timeout, Bytes::from_request(request, state))
+            .await
+            .map_err(|_| {
+                let mut response = ApiError::Timeout.into_response();
+                // The rest of the body may still trickle in: do not keep the connection.
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            })?
+            .map_err(|rejection| {
+                let status = rejection.status();
+                let mut response = (status, rejection.body_text()).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+                response
+            })?;
         Ok(Input { caller, body })
     }
 }
@@ -244,7 +265,8 @@ fn receive_timeout(state: &AppState, timeout: Option<Value>) -> Result<Duration,
     if !(seconds > 0.0 && seconds <= max) {
         return Err(invalid());
     }
-    Ok(Duration::from_secs_f64(seconds))
+    // Saturated, so a deadline computed from it never overflows whatever the configured maximum.
+    Ok(Duration::from_secs_f64(seconds.min(super::MAX_CONFIG_SECONDS)))
 }
 
 async fn message_get(State(mut state): State<AppState>, input: Input) -> Answer {

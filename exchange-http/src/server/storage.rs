@@ -57,7 +57,13 @@ pub enum ApiError {
     /// 419: the mailbox was terminated.
     #[error("Mailbox was closed")]
     Terminated,
-    /// 503: the store failed or the server is shutting down.
+    /// 429 (with `Retry-After`): the destination's queue is at its limit.
+    #[error("{0}")]
+    QueueFull(String),
+    /// 507: the store as a whole is at its limit (stored bytes or mailboxes).
+    #[error("{0}")]
+    StoreFull(String),
+    /// 503 (with `Retry-After`): the store failed or the server is shutting down.
     #[error("{0}")]
     Unavailable(String),
 }
@@ -83,6 +89,8 @@ impl ApiError {
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Terminated => StatusCode::from_u16(419).expect("419 is a valid status"),
+            ApiError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::StoreFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -90,10 +98,29 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry = matches!(self, ApiError::QueueFull(_) | ApiError::Unavailable(_));
         let mut response = (self.status(), self.to_string()).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if retry {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
+}
+
+/// Counts over a whole store, for metrics and the shutdown log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreTotals {
+    /// Mailboxes that are active.
+    pub active_mailboxes: u64,
+    /// Terminated mailboxes kept as gravestones.
+    pub terminated_mailboxes: u64,
+    /// Messages waiting in queues.
+    pub queued_messages: u64,
+    /// Bytes of the messages waiting in queues.
+    pub queued_bytes: u64,
 }
 
 /// Mailbox storage of the server. Every method applies the access rules of the spec's §3.6 for
@@ -113,7 +140,20 @@ pub trait Storage: Send + Sync + 'static {
     async fn status(&self, caller: &Caller, id: &EntityId) -> Result<MailboxStatus, ApiError>;
 
     /// Queues `message` (whose parsed header is `header`) for `header.dest`.
+    ///
+    /// `caller` needs access to `header.dest` and to `header.src`, which must be a known
+    /// mailbox (403 otherwise): a message's sender is an identity like its destination, so
+    /// nobody can make answers or terminate notices land in a mailbox they may not send to,
+    /// or move another mailbox's counters. Refused with [`ApiError::QueueFull`] or
+    /// [`ApiError::StoreFull`] when a limit would be passed; never reported failed once
+    /// stored.
     async fn put(&self, caller: &Caller, header: &Header, message: Bytes) -> Result<(), ApiError>;
+
+    /// Puts messages that were taken but not delivered back at the head of `id`'s queue, in
+    /// order (`messages[0]` is received next); dropped if the mailbox is no longer active.
+    /// Server-internal (event streams whose client did not confirm them): no access check and
+    /// no limits, since the messages were accepted once.
+    async fn requeue(&self, id: &EntityId, messages: Vec<Bytes>) -> Result<(), ApiError>;
 
     /// Checks that `caller` may receive from `id` and that it is active.
     async fn check_receive(&self, caller: &Caller, id: &EntityId) -> Result<(), ApiError>;
@@ -142,4 +182,9 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Stops sharing a mailbox with a group (owner only; removing an absent group is a no-op).
     async fn unshare(&self, caller: &Caller, id: &EntityId, group: &str) -> Result<(), ApiError>;
+
+    /// Totals over the whole store when they are cheap to know (in memory); `None` otherwise.
+    fn totals(&self) -> Option<StoreTotals> {
+        None
+    }
 }
