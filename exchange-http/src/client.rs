@@ -38,12 +38,20 @@ pub(crate) struct Inner {
     open: Mutex<HashMap<Uuid, Vec<Weak<Shared>>>>,
     /// Streams of closed handles waiting for the next handle of the same mailbox.
     handovers: Mutex<HashMap<Uuid, Arc<Shared>>>,
+    /// Where the last closed handle of a mailbox stopped reading its acknowledged stream
+    /// (stream id, last event handed out): the next handle resumes from there.
+    positions: Mutex<HashMap<Uuid, (Uuid, u64)>>,
     /// The `timeout` asked per stream or poll (f64 bits): the option, lowered to the server's
     /// maximum when a server refuses it.
     listen_timeout: AtomicU64,
 }
 
 impl Inner {
+    /// Records where a closed handle stopped reading `id`'s acknowledged stream.
+    pub(crate) fn remember_position(&self, id: &EntityId, position: (Uuid, u64)) {
+        self.positions.lock().insert(id.uid(), position);
+    }
+
     /// Seconds to ask per stream or poll.
     pub(crate) fn listen_timeout(&self) -> f64 {
         f64::from_bits(self.listen_timeout.load(Ordering::Relaxed))
@@ -227,6 +235,7 @@ impl HttpExchange {
                 options,
                 open: Mutex::default(),
                 handovers: Mutex::default(),
+                positions: Mutex::default(),
             }),
         })
     }
@@ -288,14 +297,21 @@ impl Inner {
     }
 
     /// Starts a request whose answer is read as a stream (the event stream).
-    pub(crate) async fn open_stream(&self, route: &str, body: Bytes) -> reqwest::Result<reqwest::Response> {
-        self.http
+    pub(crate) async fn open_stream(
+        &self,
+        route: &str,
+        body: Bytes,
+        headers: Vec<(&'static str, HeaderValue)>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut request = self
+            .http
             .get(self.url(route))
             .header(reqwest::header::ACCEPT, "text/event-stream")
-            .header(reqwest::header::CACHE_CONTROL, "no-cache")
-            .body(body)
-            .send()
-            .await
+            .header(reqwest::header::CACHE_CONTROL, "no-cache");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.body(body).send().await
     }
 }
 
@@ -372,7 +388,8 @@ impl Exchange for HttpExchange {
         let shared = match parked {
             Some(shared) => shared,
             None => {
-                let shared = HttpMailbox::shared_for(id.clone());
+                let resume = self.inner.positions.lock().remove(&id.uid());
+                let shared = HttpMailbox::shared_for(id.clone(), resume);
                 self.register_handle(id, &shared);
                 shared
             }

@@ -9,6 +9,7 @@
 //! Wire details: `docs/HTTP.md` and the spec's §3.
 
 mod client;
+mod events;
 mod mailbox;
 mod options;
 pub mod server;

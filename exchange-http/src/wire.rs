@@ -56,3 +56,30 @@ pub(crate) struct HeartbeatResponse {
 pub(crate) struct SharesResponse {
     pub(crate) group_ids: Vec<String>,
 }
+
+/// Our extension of `GET /mailbox/listen`, which Academy's server and clients ignore: a
+/// request with this header set to `1` asks for acknowledged delivery. The server then numbers
+/// each event (`id: N`), keeps what it sent until the client acknowledges it
+/// (`POST /mailbox/ack`), stops sending once a window of unacknowledged messages is full, and
+/// puts the unacknowledged ones back at the head of the queue when the stream ends.
+pub(crate) const ACK_HEADER: &str = "exchange-ack";
+
+/// Response header of an acknowledged stream: its id (a UUID), for acknowledgements.
+pub(crate) const STREAM_HEADER: &str = "exchange-stream";
+
+/// Request header of a stream that replaces an earlier one of the same client: `<stream id>
+/// <last event id handled>`. The server ends the earlier stream (which may still look open to it)
+/// and puts what was not handled back at the head of the queue before the new stream starts.
+pub(crate) const RESUME_HEADER: &str = "exchange-resume";
+
+/// Route of acknowledgements (our extension).
+pub(crate) const ACK_ROUTE: &str = "/mailbox/ack";
+
+/// `{"mailbox": ID, "stream": "<uuid>", "through": N}`: every event up to id `N` of that stream
+/// was handled.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct AckRequest {
+    pub(crate) mailbox: String,
+    pub(crate) stream: uuid::Uuid,
+    pub(crate) through: u64,
+}

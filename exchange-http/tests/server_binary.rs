@@ -22,8 +22,20 @@ fn request(port: u16, method: &str, path: &str, body: &str) -> TcpStream {
 
 fn status_of(mut stream: TcpStream) -> (u16, String) {
     let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
+    if let Err(e) = stream.read_to_string(&mut text) {
+        return (0, format!("{e}: {text}"));
+    }
     (text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0), text)
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
@@ -79,5 +91,102 @@ fn refuses_a_bad_config() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Under a low open-file limit the connection cap is lowered below it: connections past the
+/// cap get a clean 503 instead of starving the listener (no `Too many open files` loop), and
+/// the server serves again once they close.
+#[test]
+fn connection_cap_stays_below_the_open_file_limit() {
+    let port = free_port();
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n 320 && exec '{}' --port {port}", env!("CARGO_BIN_EXE_exchange-server")))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the server did not open its port");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let streams: Vec<TcpStream> = (0..400).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    // Past the cap: a 503 (or, beyond the answers it sends at once, a plain close).
+    let (mut held, mut answered, mut closed) = (Vec::new(), 0, 0);
+    for mut stream in streams {
+        stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let mut first = [0u8; 12];
+        match stream.read(&mut first) {
+            Ok(12) if &first == b"HTTP/1.1 503" => answered += 1,
+            Ok(0) => closed += 1,
+            Ok(n) => panic!("unexpected answer {:?}", String::from_utf8_lossy(&first[..n])),
+            Err(_) => held.push(stream),
+        }
+    }
+    assert!(held.len() <= 64, "{} connections held under a 320-file limit", held.len());
+    assert!(answered > 0 && answered + closed >= 300, "{answered} answered 503, {closed} closed");
+    drop(held);
+    let started = Instant::now();
+    let id = r#"{\"uid\":\"00000000-0000-4000-8000-000000000002\",\"name\":null,\"role\":\"user\"}"#;
+    loop {
+        let (status, text) = status_of(request(port, "POST", "/mailbox", &format!(r#"{{"mailbox": "{id}"}}"#)));
+        if status == 200 {
+            break;
+        }
+        assert!(status == 503 || status == 0, "{text}");
+        assert!(started.elapsed() < Duration::from_secs(30), "not served again after the others closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.0.kill().unwrap();
+    let mut log = String::new();
+    child.0.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(log.contains("max_connections lowered"), "{log}");
+    assert!(!log.contains("Too many open files"), "{log}");
+}
+
+/// SIGTERM with clients that hold half a head, half a body and an unread event stream: the
+/// server exits after its shutdown deadline and says so.
+#[test]
+fn sigterm_ends_within_the_shutdown_deadline() {
+    let dir = std::env::temp_dir().join(format!("exchange-server-deadline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("exchange.toml");
+    std::fs::write(&config, "[limits]\nshutdown_timeout_s = 1\n").unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_exchange-server"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--port", &port.to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the server did not open its port");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let id = r#"{\"uid\":\"00000000-0000-4000-8000-000000000003\",\"name\":null,\"role\":\"user\"}"#;
+    let (status, _) = status_of(request(port, "POST", "/mailbox", &format!(r#"{{"mailbox": "{id}"}}"#)));
+    assert_eq!(status, 200);
+    let message = r#"{\"header\":{\"src\":{\"uid\":\"00000000-0000-4000-8000-000000000003\",\"name\":null,\"role\":\"user\"},\"dest\":{\"uid\":\"00000000-0000-4000-8000-000000000003\",\"name\":null,\"role\":\"user\"},\"tag\":\"00000000-0000-4000-8000-0000000000aa\",\"kind\":\"request\"},\"body\":{\"kind\":\"ping-request\"}}"#;
+    for _ in 0..3 {
+        let (status, text) = status_of(request(port, "PUT", "/message", &format!(r#"{{"message": "{message}"}}"#)));
+        assert_eq!(status, 200, "{text}");
+    }
+    let mut half_head = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    half_head.write_all(b"PUT /message HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut half_body = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    half_body.write_all(b"PUT /message HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"mes").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let stopping = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "exit status {}", output.status);
+    assert!(stopping.elapsed() < Duration::from_secs(20), "shutdown took {:?}", stopping.elapsed());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("shutdown deadline passed"), "{log}");
+    drop((half_head, half_body));
     let _ = std::fs::remove_dir_all(&dir);
 }

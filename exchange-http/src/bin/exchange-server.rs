@@ -2,6 +2,7 @@
 //!
 //! Run with: `cargo run -p exchange-http --bin exchange-server -- --port 5463 [--config FILE]`
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -60,7 +61,9 @@ async fn run(args: Args) -> exchange_core::Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(config.logger.level.as_deref().unwrap_or("info")))
         .map_err(|e| exchange_core::Error::config(format!("invalid [logger] level: {e}")))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colour only on a terminal, never in log files; NO_COLOR turns it off everywhere.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour).init();
     let bound = HttpExchangeServer::from_config(config).await?.bind().await?;
     tracing::info!(url = %bound.url(), "exchange server listening");
     bound.serve(shutdown_signal()).await

@@ -19,6 +19,7 @@ mod routes;
 mod serve;
 mod spawn;
 mod storage;
+mod stream;
 mod tls;
 
 pub use auth::{Authenticator, NoAuth, TokenAuth};

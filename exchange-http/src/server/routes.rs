@@ -1,29 +1,30 @@
 //! The route handlers of Academy's HTTP exchange (spec §3.4).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use exchange_core::{EntityId, Header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::watch;
+use uuid::Uuid;
 
 use super::auth::Authenticator;
 use super::storage::{ApiError, Caller, Storage};
-use crate::wire::{DiscoverResponse, HeartbeatResponse, SharesResponse, StatusResponse};
-
-/// Keep-alive comment interval on event streams.
-const PING_INTERVAL: Duration = Duration::from_secs(15);
+use super::stream::{Listen, Streams};
+use crate::wire::{
+    ACK_HEADER, ACK_ROUTE, AckRequest, DiscoverResponse, HeartbeatResponse, RESUME_HEADER, STREAM_HEADER,
+    SharesResponse, StatusResponse,
+};
 
 /// What every handler shares: the store, the authenticator and the limits.
 #[derive(Clone)]
@@ -36,6 +37,8 @@ pub struct AppState {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Longest time a request body may take to arrive.
     pub(crate) body_timeout: Duration,
+    /// Acknowledged event streams that are open.
+    pub(crate) streams: Arc<Streams>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -52,7 +55,14 @@ impl AppState {
         listen_timeout_s: f64,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        AppState { storage, auth, listen_timeout_s, shutdown, body_timeout: DEFAULT_BODY_TIMEOUT }
+        AppState {
+            storage,
+            auth,
+            listen_timeout_s,
+            shutdown,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            streams: Arc::default(),
+        }
     }
 
     /// Sets how long a request body may take to arrive (default 30 s; `408` after it).
@@ -72,6 +82,7 @@ pub fn router(state: AppState, prefix: &str, body_limit: usize) -> Router {
         .route("/mailbox", get(mailbox_status).post(mailbox_create).delete(mailbox_terminate))
         .route("/message", put(message_put).get(message_get))
         .route("/mailbox/listen", get(mailbox_listen))
+        .route(ACK_ROUTE, axum::routing::post(mailbox_ack))
         .route("/discover", get(discover))
         .route("/mailbox/heartbeat", get(heartbeat_get).post(heartbeat_post))
         .route("/mailbox/stats", get(stats))
@@ -291,88 +302,44 @@ async fn message_get(State(mut state): State<AppState>, input: Input) -> Answer 
     Ok(response)
 }
 
-async fn mailbox_listen(State(state): State<AppState>, input: Input) -> Answer {
+async fn mailbox_listen(State(state): State<AppState>, headers: HeaderMap, input: Input) -> Answer {
     let body: ReceiveBody = parse(&input.body)?;
     let timeout = receive_timeout(&state, body.timeout)?;
     let id = parse_id(&body.mailbox)?;
     state.storage.check_receive(&input.caller, &id).await?;
-    let now = tokio::time::Instant::now();
-    let listen = Listen {
-        storage: state.storage.clone(),
-        caller: input.caller,
-        id,
-        timeout,
-        deadline: now + timeout,
-        next_ping: now + PING_INTERVAL,
-        shutdown: state.shutdown.clone(),
-    };
-    let stream = futures::stream::unfold(listen, Listen::next);
-    let mut response = Response::new(Body::from_stream(stream));
+    let acknowledged = headers.get(ACK_HEADER).is_some_and(|v| v.as_bytes() == b"1");
+    if let Some(resume) = headers.get(RESUME_HEADER).filter(|_| acknowledged) {
+        let (previous, through) = parse_resume(resume)?;
+        state.streams.take_over(&*state.storage, &input.caller, &id, previous, through).await?;
+    }
+    let streams = acknowledged.then(|| state.streams.clone());
+    let listen = Listen::new(state.storage.clone(), input.caller, id, timeout, state.shutdown.clone(), streams);
+    let stream_id = listen.stream_id();
+    let mut response = Response::new(Body::from_stream(futures::stream::unfold(listen, Listen::next)));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Some(stream_id) = stream_id {
+        headers.insert(STREAM_HEADER, HeaderValue::from_str(&stream_id.to_string()).expect("a UUID is a header value"));
+    }
     Ok(response)
 }
 
-/// State of one event stream.
-struct Listen {
-    storage: Arc<dyn Storage>,
-    caller: Caller,
-    id: EntityId,
-    timeout: Duration,
-    /// When the wait for the next message ends the stream.
-    deadline: tokio::time::Instant,
-    next_ping: tokio::time::Instant,
-    shutdown: watch::Receiver<bool>,
+/// `exchange-resume: <stream uuid> <last event id>`.
+fn parse_resume(value: &HeaderValue) -> Result<(Uuid, u64), ApiError> {
+    let invalid =
+        || ApiError::BadRequest(format!("Invalid {RESUME_HEADER} header (expected \"<stream id> <event id>\")"));
+    let text = value.to_str().map_err(|_| invalid())?;
+    let (stream, through) = text.trim().split_once(' ').ok_or_else(invalid)?;
+    Ok((Uuid::parse_str(stream).map_err(|_| invalid())?, through.trim().parse().map_err(|_| invalid())?))
 }
 
-enum Step {
-    Message(Bytes),
-    /// Nothing arrived before the wait ended: ping or end, by the clock.
-    Wait,
-    End,
-}
-
-impl Listen {
-    /// The next chunk: a message, a keep-alive comment, or the end. The store's receive is
-    /// never cancelled for a ping (it waits at most until the next ping is due), so a store
-    /// whose blocking pop is not cancel safe loses nothing; only shutdown cancels it.
-    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Self)> {
-        loop {
-            let now = tokio::time::Instant::now();
-            if now >= self.next_ping {
-                self.next_ping += PING_INTERVAL;
-                return Some((Ok(Bytes::from_static(b": ping\r\n\r\n")), self));
-            }
-            if now >= self.deadline {
-                return None;
-            }
-            let wait = self.deadline.min(self.next_ping) - now;
-            let step = tokio::select! {
-                biased;
-                _ = self.shutdown.wait_for(|stopping| *stopping) => Step::End,
-                received = self.storage.recv(&self.caller, &self.id, wait) => match received {
-                    Ok(Some(message)) => Step::Message(message),
-                    Ok(None) => Step::Wait,
-                    Err(_) => Step::End,
-                },
-            };
-            match step {
-                Step::Message(message) => {
-                    self.deadline = tokio::time::Instant::now() + self.timeout;
-                    let mut event = BytesMut::with_capacity(message.len() + 10);
-                    event.put_slice(b"data: ");
-                    event.put_slice(&message);
-                    event.put_slice(b"\r\n\r\n");
-                    return Some((Ok(event.freeze()), self));
-                }
-                Step::Wait => {}
-                Step::End => return None,
-            }
-        }
-    }
+async fn mailbox_ack(State(state): State<AppState>, input: Input) -> Answer {
+    let body: AckRequest = parse(&input.body)?;
+    state.streams.ack(&input.caller, &parse_id(&body.mailbox)?, body.stream, body.through)?;
+    Ok(StatusCode::OK.into_response())
 }
 
 /// Python truthiness of a JSON value (Academy does not type-check `allow_subclasses`).

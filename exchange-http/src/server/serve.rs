@@ -3,9 +3,11 @@
 //!
 //! hyper's HTTP/1 connection builder is used directly (rather than `axum::serve`) for its
 //! header read timer and buffer limits. Its header timer starts whenever a connection waits for
-//! a request head, so it bounds both a slowly trickled head and an idle keep-alive connection.
+//! a request head, so it bounds both a slowly trickled head and an idle keep-alive connection;
+//! a TLS handshake gets the same time.
 
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,14 +16,11 @@ use exchange_core::Result;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest buffer hyper keeps per connection for reading a head and for writing. It also
 /// bounds what an event stream queues inside the server for a client that does not read: the
@@ -38,7 +37,13 @@ const NOTSENT_LOWAT: u32 = 16 * 1024;
 /// config and log files).
 const RESERVED_FDS: u64 = 256;
 
-/// Answer of a plain-HTTP connection past the connection cap, written once without waiting.
+/// Connections past the cap being answered at once; more are closed without an answer.
+const REFUSING_AT_ONCE: usize = 64;
+
+/// How long a refused connection may take to read its answer.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Answer of a plain-HTTP connection past the connection cap.
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
 retry-after: 1\r\nconnection: close\r\ncontent-length: 43\r\n\r\nServer at its connection limit; retry later";
 
@@ -105,6 +110,7 @@ pub(crate) async fn serve(
     on_stop: impl FnOnce(),
 ) -> Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
     let graceful = GracefulShutdown::new();
     let tls = tls.map(TlsAcceptor::from);
     let mut tasks = JoinSet::new();
@@ -134,7 +140,9 @@ pub(crate) async fn serve(
                 tracing::warn!(%peer, max = limits.max_connections, skipped, "connection refused: at the connection limit");
             }
             if tls.is_none() {
-                let _ = stream.try_write(REFUSAL);
+                if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                    tokio::spawn(refuse(stream, permit));
+                }
             }
             continue;
         };
@@ -143,7 +151,7 @@ pub(crate) async fn serve(
         tasks.spawn(async move {
             match tls {
                 None => serve_connection(stream, app, limits, watcher, permit).await,
-                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => serve_connection(stream, app, limits, watcher, permit).await,
                     Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -167,6 +175,19 @@ pub(crate) async fn serve(
         tracing::info!(connections = open, "open connections finished");
     }
     Ok(())
+}
+
+/// Answers a connection past the cap with a 503 and closes it after reading what the client
+/// sent (closing with unread input would reset the connection before the answer is read).
+async fn refuse(mut stream: TcpStream, _permit: OwnedSemaphorePermit) {
+    let answer = async {
+        stream.write_all(REFUSAL).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, answer).await;
 }
 
 /// Socket options of an accepted connection: no Nagle delay, bounded unsent bytes.
