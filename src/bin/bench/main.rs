@@ -4,6 +4,7 @@
 //!
 //! Run with: `cargo run --release --features full --bin bench -- --backend local --scenario all`
 
+mod limits;
 mod measure;
 mod memory;
 mod stack;
@@ -152,7 +153,11 @@ async fn run(args: &Args, scenario: &str) -> exchange::Result<()> {
         "stack-seq" | "stack-conc" => stack::stack(args, scenario).await,
         // Not part of "all": it fills the exchange on purpose.
         "memory" => memory::memory(args).await,
-        other => Err(exchange::Error::config(format!("unknown scenario {other:?}; known: {SCENARIOS:?} and memory"))),
+        // Not part of "all": HTTP servers only, and it takes a minute.
+        "limits" => limits::limits(args).await,
+        other => {
+            Err(exchange::Error::config(format!("unknown scenario {other:?}; known: {SCENARIOS:?}, memory and limits")))
+        }
     }
 }
 
