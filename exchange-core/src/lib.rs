@@ -13,6 +13,7 @@ pub mod id;
 pub mod manager;
 pub mod message;
 pub mod payload;
+pub mod redact;
 pub mod runtime;
 pub mod wait;
 
@@ -29,5 +30,6 @@ pub use message::{
     AcademyError, ActionRequest, ActionResponse, ActionResult, Body, ErrorCode, Header, LIBRARY_VERSION, Message,
     MessageKind, PROTOCOL_VERSION, RawBody, Strategy, UserError,
 };
+pub use redact::redact_url;
 pub use runtime::{Runtime, RuntimeConfig};
 pub use uuid::Uuid;

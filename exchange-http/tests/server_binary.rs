@@ -190,3 +190,52 @@ fn sigterm_ends_within_the_shutdown_deadline() {
     drop((half_head, half_body));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An Academy server file with a log file: the file gets the info lines, the console only
+/// warnings; `--log-format json` writes JSON lines.
+#[test]
+fn academy_logger_keys_and_json_lines() {
+    let dir = std::env::temp_dir().join(format!("exchange-server-logs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("academy.toml");
+    let logfile = dir.join("nested/exchange.log");
+    std::fs::write(
+        &config,
+        format!(
+            "host = \"127.0.0.1\"\nport = 1\n[backend]\nkind = \"python\"\n[logger]\nlevel = \"WARNING\"\nlogfile = {:?}\nlogfile_level = \"INFO\"\nrotate = true\n",
+            logfile.display().to_string()
+        ),
+    )
+    .unwrap();
+    for json in [false, true] {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_exchange-server"));
+        command.arg("--config").arg(&config).args(["--port", &port.to_string()]).stderr(Stdio::piped());
+        if json {
+            command.args(["--log-format", "json"]).env("RUST_LOG", "info");
+        }
+        let mut child = command.spawn().unwrap();
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "the server did not open its port");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+        let mut console = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut console).unwrap();
+        assert!(child.wait().unwrap().success());
+        let file = std::fs::read_to_string(&logfile).unwrap();
+        assert!(file.contains("exchange server listening"), "log file: {file}");
+        if json {
+            let line = console.lines().find(|l| l.contains("exchange server listening")).expect("a startup line");
+            let parsed: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert_eq!(parsed["level"], "INFO", "{line}");
+            assert!(parsed["described"].as_str().unwrap().contains("storage=memory"), "{line}");
+        } else {
+            assert!(!console.contains("exchange server listening"), "info on a WARNING console: {console}");
+            assert!(!file.contains('\u{1b}'), "colour codes in the log file");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -34,7 +34,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use exchange_core::{
     AgentId, AgentRegistration, EntityId, Error, Exchange, Header, Mailbox, MailboxStats, MailboxStatus, Message,
-    MessageKind, Result, UserId,
+    MessageKind, Result, UserId, redact_url,
 };
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -77,7 +77,7 @@ pub struct RedisExchangeBuilder {
 impl fmt::Debug for RedisExchangeBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisExchangeBuilder")
-            .field("url", &redact(&self.url))
+            .field("url", &redact_url(&self.url))
             .field("namespace", &self.namespace)
             .field("prefetch", &self.prefetch)
             .field("prefetch_bytes", &self.prefetch_bytes)
@@ -151,7 +151,7 @@ impl RedisExchangeBuilder {
     /// [`Error::Config`] for a malformed URL; [`Error::Unavailable`] naming the URL when the
     /// server cannot be reached within the connect timeout.
     pub async fn connect(self) -> Result<RedisExchange> {
-        let shown = redact(&self.url);
+        let shown = redact_url(&self.url);
         let client = match &self.tls_root_certificate {
             None => redis::Client::open(self.url.as_str()),
             Some(pem) => redis::Client::build_with_tls(
@@ -273,19 +273,6 @@ pub(crate) fn unavailable(e: RedisError) -> Error {
 /// Whether the connection (not the command) failed, so a new connection may succeed.
 pub(crate) fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error()
-}
-
-/// The URL with its password replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => match rest[..at].find(':') {
-            Some(colon) => format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }
 
 fn int(value: Option<&Value>) -> Result<i64> {
@@ -634,13 +621,5 @@ mod tests {
                 other => panic!("{url}: expected a config error, got {other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact("redis://:secret@host:6379/0"), "redis://:***@host:6379/0");
-        assert_eq!(redact("rediss://user:secret@host"), "rediss://user:***@host");
-        assert_eq!(redact("redis://user@host"), "redis://user@host");
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

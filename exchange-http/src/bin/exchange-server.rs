@@ -2,13 +2,11 @@
 //!
 //! Run with: `cargo run -p exchange-http --bin exchange-server -- --port 5463 [--config FILE]`
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use exchange_http::server::{HttpExchangeServer, ServerConfig};
-use tracing_subscriber::EnvFilter;
+use exchange_http::server::{HttpExchangeServer, LogFormat, ServerConfig};
 
 /// Serves Academy's HTTP exchange protocol.
 #[derive(Debug, Parser)]
@@ -20,9 +18,36 @@ struct Args {
     /// Bind port (overrides the config file; default 5463).
     #[arg(long)]
     port: Option<u16>,
-    /// TOML configuration file (host, port, backend, auth, TLS, logger).
+    /// TOML configuration file (host, port, backend, auth, TLS, logger, limits); Academy's
+    /// server files are accepted.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Log line format (overrides `[logger] format`).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+/// What the startup line says about the configuration (never a secret).
+fn describe(config: &ServerConfig) -> String {
+    let storage = match config.backend.kind.as_str() {
+        "redis" => format!("redis {}", config.redis_url().map(|u| exchange_core::redact_url(&u)).unwrap_or_default()),
+        _ => "memory".to_owned(),
+    };
+    let auth = match config.auth.as_ref().and_then(|a| a.method.as_deref()) {
+        Some(method) => format!("{method} ({} tokens)", config.auth.as_ref().map_or(0, |a| a.tokens.len())),
+        None => "none".to_owned(),
+    };
+    let limits = &config.limits;
+    format!(
+        "storage={storage} auth={auth} tls={} message_limit_kb={} max_connections={} header_timeout_s={} \
+         body_timeout_s={} listen_timeout_s={}",
+        config.certfile.is_some(),
+        config.backend.message_size_limit_kb,
+        limits.max_connections,
+        limits.header_timeout_s,
+        limits.body_timeout_s,
+        config.listen_timeout_s,
+    )
 }
 
 async fn shutdown_signal() {
@@ -58,14 +83,13 @@ async fn run(args: Args) -> exchange_core::Result<()> {
     if let Some(port) = args.port {
         config.port = port;
     }
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(config.logger.level.as_deref().unwrap_or("info")))
-        .map_err(|e| exchange_core::Error::config(format!("invalid [logger] level: {e}")))?;
-    // Colour only on a terminal, never in log files; NO_COLOR turns it off everywhere.
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour).init();
+    if let Some(format) = args.log_format {
+        config.logger.format = format;
+    }
+    exchange_http::server::init_logging(&config.logger)?;
+    let described = describe(&config);
     let bound = HttpExchangeServer::from_config(config).await?.bind().await?;
-    tracing::info!(url = %bound.url(), "exchange server listening");
+    tracing::info!(url = %bound.url(), %described, "exchange server listening");
     bound.serve(shutdown_signal()).await
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 mod auth;
 mod config;
+mod logging;
 mod memory;
 mod redis_store;
 mod routes;
@@ -24,9 +25,10 @@ mod tls;
 
 pub use auth::{Authenticator, NoAuth, TokenAuth};
 pub use config::{
-    AuthConfig, BackendConfig, DEFAULT_PORT, LimitsConfig, LoggerConfig, MAX_CONFIG_SECONDS, MAX_EXPIRATION_DAYS,
-    ServerConfig, TokenEntry,
+    AuthConfig, BackendConfig, DEFAULT_PORT, LimitsConfig, LogFormat, LogLevel, LoggerConfig, MAX_CONFIG_SECONDS,
+    MAX_EXPIRATION_DAYS, ServerConfig, TokenEntry,
 };
+pub use logging::init_logging;
 pub use memory::MemoryStorage;
 pub use redis_store::RedisStorage;
 pub use routes::{AppState, router};
@@ -74,7 +76,7 @@ impl HttpExchangeServer {
             return Ok(server);
         }
         let backend = &server.config.backend;
-        let url = format!("redis://{}:{}/", backend.hostname, backend.port);
+        let url = server.config.redis_url()?;
         let storage = RedisStorage::connect(
             &url,
             server.config.message_limit(),
@@ -89,6 +91,7 @@ impl HttpExchangeServer {
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new(config.message_limit()));
         let auth: Arc<dyn Authenticator> = match &config.auth {
             None => Arc::new(NoAuth),
+            Some(auth) if auth.method.is_none() => Arc::new(NoAuth),
             Some(auth) => Arc::new(auth.tokens.iter().fold(TokenAuth::new(), |table, (token, entry)| {
                 table.with_token(token.clone(), entry.client_id.clone(), entry.groups.iter().cloned())
             })),
