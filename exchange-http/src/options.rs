@@ -15,8 +15,8 @@ pub enum RecvMode {
     LongPoll,
 }
 
-/// Options of an [`crate::HttpExchange`].
-#[derive(Clone, Debug)]
+/// Options of an [`crate::HttpExchange`]. `Debug` hides the token and header values.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct HttpOptions {
     /// Extra headers sent with every request.
@@ -38,6 +38,22 @@ pub struct HttpOptions {
     pub retry_backoff: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpOptions")
+            .field("headers", &self.headers.iter().map(|(name, _)| name).collect::<Vec<_>>())
+            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "***"))
+            .field("verify_tls", &self.verify_tls)
+            .field("ca_file", &self.ca_file)
+            .field("recv_mode", &self.recv_mode)
+            .field("listen_timeout", &self.listen_timeout)
+            .field("retries", &self.retries)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
 }
 
 impl Default for HttpOptions {

@@ -19,6 +19,7 @@ pub mod python;
 pub mod redis_server;
 pub mod scenarios;
 mod support;
+pub mod tls;
 
 /// Creates clients of one fresh, isolated exchange.
 #[async_trait]

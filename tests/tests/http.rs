@@ -457,30 +457,12 @@ async fn bad_input_is_rejected_cleanly() {
     assert_eq!(inbox.recv(Some(Duration::from_secs(10))).await.unwrap().body, Body::PingRequest);
 }
 
-/// A self-signed certificate for 127.0.0.1 made with the `openssl` command.
-fn self_signed_cert(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("the openssl command makes the test certificate");
-    assert!(status.success(), "openssl failed");
-    (cert, key)
-}
-
 /// TLS from certificate and key files; the client trusts a CA file, or skips verification.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_from_cert_and_key_files() {
     let dir = std::env::temp_dir().join(format!("exchange-http-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = self_signed_cert(&dir);
+    let (cert, key) = exchange_conformance::tls::self_signed_cert(&dir);
     let config = ServerConfig::from_toml(&format!(
         "port = 0\ncertfile = {:?}\nkeyfile = {:?}\n",
         cert.display().to_string(),
