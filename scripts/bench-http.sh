@@ -12,14 +12,13 @@
 # Every server this script starts is stopped by its PID on exit.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-anchor="${ANCHOR:-$root/../shared/bench/academy_bench.py}"
+. "$root/scripts/bench-common.sh"
 reps="${REPS:-3}"
 scenarios="${SCENARIOS:-throughput,rtt,payload,fanin,stack-seq,stack-conc}"
 out="${OUT:-$root/target/bench-http.jsonl}"
 port_rs="${PORT_RS:-8793}"
 port_py="${PORT_PY:-8794}"
 target="${CARGO_TARGET_DIR:-$root/target}"
-python="$("$root/scripts/academy-venv.sh")"
 work="$(mktemp -d -t bench-http.XXXXXX)"
 
 cargo build -q --release --manifest-path "$root/Cargo.toml" --features full --bin bench

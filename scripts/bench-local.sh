@@ -4,10 +4,9 @@
 # medians to stderr.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-anchor="${ANCHOR:-$root/../shared/bench/academy_bench.py}"
+. "$root/scripts/bench-common.sh"
 reps="${REPS:-3}"
 out="${OUT:-$root/target/bench-local.jsonl}"
-python="$("$root/scripts/academy-venv.sh")"
 cargo build -q --release --manifest-path "$root/Cargo.toml" --bin bench
 : > "$out"
 for rep in $(seq 0 $((reps - 1))); do

@@ -10,7 +10,7 @@
 # The redis-server this script starts is stopped by its PID on exit.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-anchor="${ANCHOR:-$root/../shared/bench/academy_bench.py}"
+. "$root/scripts/bench-common.sh"
 reps="${REPS:-3}"
 scenarios="${SCENARIOS:-throughput,rtt,payload,fanin}"
 out="${OUT:-$root/target/bench-redis.jsonl}"
@@ -18,7 +18,6 @@ port="${PORT:-6395}"
 features="${FEATURES:-full}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 command -v redis-server >/dev/null || { echo "redis-server not found: apt-get install redis-server" >&2; exit 1; }
-python="$("$root/scripts/academy-venv.sh")"
 work="$(mktemp -d -t bench-redis.XXXXXX)"
 
 cargo build -q --release --manifest-path "$root/Cargo.toml" --features "$features" --bin bench

@@ -28,3 +28,8 @@ mod connect;
 pub mod launch;
 
 pub use connect::{ConnectOptions, connect, connect_with};
+
+/// The README's Rust snippets, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeSnippets;

@@ -239,3 +239,14 @@ fn academy_logger_keys_and_json_lines() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--version` and `--help` name the server, not the crate.
+#[test]
+fn version_and_help_name_the_server() {
+    let version = Command::new(env!("CARGO_BIN_EXE_exchange-server")).arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&version.stdout);
+    assert!(text.starts_with(&format!("exchange-server {}", env!("CARGO_PKG_VERSION"))), "{text}");
+    let help = Command::new(env!("CARGO_BIN_EXE_exchange-server")).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("exchange server") && !text.contains("reqwest"), "{text}");
+}

@@ -10,7 +10,13 @@ use exchange_http::server::{HttpExchangeServer, LogFormat, ServerConfig};
 
 /// Serves Academy's HTTP exchange protocol.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    name = "exchange-server",
+    version,
+    about = "The exchange server: mailboxes for agents and users over Academy 1.x's HTTP exchange protocol \
+             (academy-py's HttpExchangeFactory and our client connect to it)",
+    long_about = None
+)]
 struct Args {
     /// Bind address (overrides the config file).
     #[arg(long)]
