@@ -20,6 +20,15 @@ fn request(port: u16, method: &str, path: &str, body: &str) -> TcpStream {
     stream
 }
 
+/// Waits until a server listens on `port` (a hang detector: 60 s).
+fn wait_for_port(port: u16) {
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the server did not open its port");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn status_of(mut stream: TcpStream) -> (u16, String) {
     let mut text = String::new();
     if let Err(e) = stream.read_to_string(&mut text) {
@@ -54,11 +63,7 @@ fn serves_from_config_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "the server did not open its port");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(port);
     let id = r#"{\"uid\":\"00000000-0000-4000-8000-000000000001\",\"name\":null,\"role\":\"user\"}"#;
     let (status, _) = status_of(request(port, "POST", "/mailbox", &format!(r#"{{"mailbox": "{id}"}}"#)));
     assert_eq!(status, 200);
@@ -107,11 +112,7 @@ fn connection_cap_stays_below_the_open_file_limit() {
         .spawn()
         .unwrap();
     let mut child = KillOnDrop(child);
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "the server did not open its port");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(port);
     let streams: Vec<TcpStream> = (0..400).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
     // Past the cap: a 503 (or, beyond the answers it sends at once, a plain close).
     let (mut held, mut answered, mut closed) = (Vec::new(), 0, 0);
@@ -162,11 +163,7 @@ fn sigterm_ends_within_the_shutdown_deadline() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "the server did not open its port");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(port);
     let id = r#"{\"uid\":\"00000000-0000-4000-8000-000000000003\",\"name\":null,\"role\":\"user\"}"#;
     let (status, _) = status_of(request(port, "POST", "/mailbox", &format!(r#"{{"mailbox": "{id}"}}"#)));
     assert_eq!(status, 200);
@@ -216,11 +213,7 @@ fn academy_logger_keys_and_json_lines() {
             command.args(["--log-format", "json"]).env("RUST_LOG", "info");
         }
         let mut child = command.spawn().unwrap();
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "the server did not open its port");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port);
         assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
         let mut console = String::new();
         child.stderr.take().unwrap().read_to_string(&mut console).unwrap();
