@@ -11,6 +11,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${ACADEMY_VENV:-$root/target/academy-venv}"
+case "$venv" in /*) ;; *) venv="$PWD/$venv" ;; esac
 constraints="${ACADEMY_CONSTRAINTS:-$root/tests/python/constraints.txt}"
 if [ "$constraints" = none ]; then
   stamp="newest"
