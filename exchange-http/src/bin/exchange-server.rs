@@ -9,6 +9,12 @@ use clap::Parser;
 use exchange_http::server::{HttpExchangeServer, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc with background threads: memory freed by drained queues goes back to the system
+/// within seconds, where glibc's malloc keeps it (docs/PERFORMANCE.md has the figures).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Serves Academy's HTTP exchange protocol.
 #[derive(Debug, Parser)]
 #[command(version, about)]

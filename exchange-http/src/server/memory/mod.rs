@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use self::expiry::{Clock, Due, Expiration, Schedule};
-use self::slot::{Pending, QUEUE_ENTRY_COST, Slot, SlotState, agent_cost, mailbox_cost, shrink_sparse};
+use self::slot::{Pending, QUEUE_ENTRY_COST, Queued, Slot, SlotState, agent_cost, mailbox_cost, shrink_sparse};
 use self::usage::{Limits, Usage};
 use super::config::ServerConfig;
 use super::storage::{ApiError, Caller, Storage, StoreTotals};
@@ -164,8 +164,7 @@ impl Shared {
             if state.terminated_at.is_some() {
                 return Err(ApiError::Terminated);
             }
-            let now = self.clock.now_ms();
-            let record = (header.kind == MessageKind::Request).then(|| Pending::new(header, now));
+            let record = (header.kind == MessageKind::Request).then(|| Pending::new(header, dest, self.clock.now_ms()));
             let charge = len + QUEUE_ENTRY_COST + record.as_ref().map_or(0, Pending::cost);
             if bounds == Bounds::Enforced {
                 let limits = &self.limits;
@@ -188,15 +187,16 @@ impl Shared {
                 self.usage.charge(charge);
             }
             if let Some(record) = record {
+                if !state.expiry_planned {
+                    state.expiry_planned = true;
+                    let at = record.at_ms().saturating_add(self.expiration.requests_ms);
+                    self.schedule.plan(at, Due::Requests, dest.uid);
+                }
                 if let Some(replaced) = state.pending.insert(header.tag, record) {
                     self.usage.release(replaced.cost());
                 }
-                if !state.expiry_planned {
-                    state.expiry_planned = true;
-                    self.schedule.plan(now.saturating_add(self.expiration.requests_ms), Due::Requests, dest.uid);
-                }
             }
-            state.queue.push_back(message);
+            state.queue.push_back(Queued::from(Vec::from(message)));
             state.queue_bytes += len;
             self.usage.queued(1, len);
         }
@@ -287,6 +287,7 @@ impl Storage for MemoryStorage {
             id.uid(),
             Arc::new(Slot {
                 uid: id.uid(),
+                role: id.role(),
                 seq: shared.next_seq.fetch_add(1, Ordering::Relaxed),
                 owner: caller.client_id.clone(),
                 state: Mutex::new(SlotState { agent, ..SlotState::default() }),
@@ -329,10 +330,8 @@ impl Storage for MemoryStorage {
                 tokio::task::yield_now().await;
             }
             // Requesters that are unknown or terminated themselves are skipped.
-            let (Some(notice), Some(requester)) = (request.terminated_notice(tag), shared.slot(request.requester()))
-            else {
-                continue;
-            };
+            let Some(requester) = shared.slot(request.requester()) else { continue };
+            let Some(notice) = request.terminated_notice(tag, &slot) else { continue };
             let bytes = Bytes::from(notice.to_json());
             let _ = shared.deliver(&requester, None, &notice.header, bytes, Bounds::Owed);
         }
@@ -381,7 +380,7 @@ impl Storage for MemoryStorage {
             self.shared.usage.charge(bytes + messages.len() * QUEUE_ENTRY_COST);
             state.queue_bytes += bytes;
             for message in messages.into_iter().rev() {
-                state.queue.push_front(message);
+                state.queue.push_front(Queued::from(Vec::from(message)));
             }
         }
         slot.notify.notify_one();
@@ -470,5 +469,101 @@ impl Storage for MemoryStorage {
 
     fn totals(&self) -> Option<StoreTotals> {
         Some(self.shared.usage.totals())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use exchange_core::{Body, Message, UserId};
+
+    use super::*;
+
+    fn store() -> MemoryStorage {
+        MemoryStorage::new(&ServerConfig::default())
+    }
+
+    async fn user(store: &MemoryStorage) -> UserId {
+        let id = UserId::new(None);
+        store.create(&Caller::anonymous(), &id.clone().into(), None).await.unwrap();
+        id
+    }
+
+    async fn put(store: &MemoryStorage, message: &Message) {
+        store.put(&Caller::anonymous(), &message.header, Bytes::from(message.to_json())).await.unwrap();
+    }
+
+    async fn take(store: &MemoryStorage, id: &UserId) -> Option<Bytes> {
+        store.recv(&Caller::anonymous(), &id.clone().into(), Duration::from_millis(1)).await.unwrap()
+    }
+
+    async fn status(store: &MemoryStorage, id: &UserId) -> Result<MailboxStatus, ApiError> {
+        store.status(&Caller::anonymous(), &id.clone().into()).await
+    }
+
+    /// Bytes charged for two fresh mailboxes of the anonymous owner.
+    fn two_mailboxes() -> usize {
+        2 * mailbox_cost("")
+    }
+
+    #[tokio::test]
+    async fn drained_queues_and_answered_records_give_memory_back() {
+        let store = store();
+        let (a, b) = (user(&store).await, user(&store).await);
+        let requests: Vec<Message> =
+            (0..1000).map(|_| Message::request(a.clone(), b.clone(), Body::PingRequest)).collect();
+        for request in &requests {
+            put(&store, request).await;
+        }
+        let slot = store.shared.slot(b.uid()).unwrap();
+        assert!(slot.state.lock().queue.capacity() >= 1000);
+        while take(&store, &b).await.is_some() {}
+        {
+            let state = slot.state.lock();
+            assert!(state.queue.capacity() <= 8, "an emptied queue keeps {} slots", state.queue.capacity());
+            assert_eq!(state.pending.len(), 1000, "received requests stay pending");
+        }
+        let records: usize = slot.state.lock().pending.values().map(Pending::cost).sum();
+        assert_eq!(store.shared.usage.stored(), two_mailboxes() + records);
+        for request in &requests {
+            put(&store, &request.response(Body::SuccessResponse).unwrap()).await;
+        }
+        while take(&store, &a).await.is_some() {}
+        {
+            let state = slot.state.lock();
+            assert!(state.pending.is_empty());
+            assert!(state.pending.capacity() <= 8, "an emptied record map keeps {}", state.pending.capacity());
+            assert_eq!(state.completed, 1000);
+        }
+        assert_eq!(store.shared.usage.stored(), two_mailboxes(), "everything charged was given back");
+        let totals = store.totals().unwrap();
+        assert_eq!((totals.queued_messages, totals.queued_bytes), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn records_and_gravestones_expire_at_their_age() {
+        let store = store();
+        let (a, b) = (user(&store).await, user(&store).await);
+        for _ in 0..100 {
+            put(&store, &Message::request(a.clone(), b.clone(), Body::PingRequest)).await;
+        }
+        assert_eq!(store.shared.schedule.len(), 1, "one visit planned per mailbox, not per request");
+        while take(&store, &b).await.is_some() {}
+        let expiration = store.shared.expiration;
+        let now = store.shared.clock.now_ms();
+        store.shared.sweep_once(now + expiration.requests_ms / 2);
+        assert_eq!(store.stats(&Caller::anonymous(), &b.clone().into()).await.unwrap().in_progress, 100, "young");
+        store.shared.sweep_once(now + expiration.requests_ms + 1000);
+        assert_eq!(store.stats(&Caller::anonymous(), &b.clone().into()).await.unwrap().in_progress, 0, "expired");
+        assert_eq!(store.shared.usage.stored(), two_mailboxes());
+        assert_eq!(store.shared.schedule.len(), 0, "nothing left to visit");
+        store.terminate(&Caller::anonymous(), &a.clone().into()).await.unwrap();
+        store.shared.sweep_once(now + expiration.gravestones_ms / 2);
+        assert_eq!(status(&store, &a).await.unwrap(), MailboxStatus::Terminated, "a young gravestone");
+        store.shared.sweep_once(now + expiration.gravestones_ms + 1000);
+        assert_eq!(status(&store, &a).await.unwrap(), MailboxStatus::Missing, "an expired gravestone");
+        assert_eq!(status(&store, &b).await.unwrap(), MailboxStatus::Active);
+        assert_eq!(store.shared.usage.stored(), mailbox_cost(""));
+        let totals = store.totals().unwrap();
+        assert_eq!((totals.active_mailboxes, totals.terminated_mailboxes), (1, 0));
     }
 }

@@ -5,7 +5,7 @@ use std::mem::size_of;
 use std::time::Instant;
 
 use bytes::Bytes;
-use exchange_core::{EntityId, Header, MailboxStats, Message};
+use exchange_core::{EntityId, Header, MailboxStats, Message, Role};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -13,13 +13,19 @@ use uuid::Uuid;
 use super::super::storage::{ApiError, Caller};
 use super::usage::Usage;
 
+/// A queued message: its text as received, without the spare capacity of a `Vec` or the
+/// reference counting of `Bytes` (converted from and to `Bytes` without copying).
+pub(super) type Queued = Box<[u8]>;
+
 /// Bytes a queued message is charged to the store beyond its length (its queue entry).
-pub(super) const QUEUE_ENTRY_COST: usize = size_of::<Bytes>();
+pub(super) const QUEUE_ENTRY_COST: usize = size_of::<Queued>();
 
 /// A mailbox. Terminated mailboxes stay as gravestones until they expire.
 #[derive(Debug)]
 pub(super) struct Slot {
     pub(super) uid: Uuid,
+    /// The role of the id it was created with.
+    pub(super) role: Role,
     /// Registration order (discover answers in it).
     pub(super) seq: u64,
     pub(super) owner: String,
@@ -30,7 +36,7 @@ pub(super) struct Slot {
 /// The mutable part of a mailbox.
 #[derive(Debug, Default)]
 pub(super) struct SlotState {
-    pub(super) queue: VecDeque<Bytes>,
+    pub(super) queue: VecDeque<Queued>,
     /// Sum of the lengths of the queued messages.
     pub(super) queue_bytes: usize,
     /// When it was terminated (store clock, ms); `None` while active.
@@ -47,15 +53,17 @@ pub(super) struct SlotState {
 }
 
 /// What is kept of a request until it is answered or expires: enough to build the notice of
-/// §3.4 DELETE step 4 (the tag is the key of the map holding it).
+/// §3.4 DELETE step 4 (the tag is the key of the map holding it). Kept small: one is kept per
+/// request for as long as it is queued or being processed.
 #[derive(Debug)]
 pub(super) struct Pending {
-    /// When it was stored (store clock, ms).
-    pub(super) at: u64,
+    /// When it was stored: whole seconds of the store clock, rounded up.
+    at_s: u32,
     /// The requester: where the notice goes.
     src: EntityId,
-    /// The destination as the request named it.
-    dest: EntityId,
+    /// The destination as the request named it, unless that is the mailbox's own role and
+    /// uid without a name (the usual case).
+    dest: Option<Box<EntityId>>,
     label: Option<Uuid>,
 }
 
@@ -65,13 +73,26 @@ fn name_cost(id: &EntityId) -> usize {
 }
 
 impl Pending {
-    pub(super) fn new(header: &Header, at: u64) -> Self {
-        Pending { at, src: header.src.clone(), dest: header.dest.clone(), label: header.label }
+    /// The record of `header`, a request to `slot`, stored at `now_ms`.
+    pub(super) fn new(header: &Header, slot: &Slot, now_ms: u64) -> Self {
+        let plain = header.dest.role() == slot.role && header.dest.name().is_none();
+        Pending {
+            at_s: u32::try_from(now_ms.div_ceil(1000)).unwrap_or(u32::MAX),
+            src: header.src.clone(),
+            dest: (!plain).then(|| Box::new(header.dest.clone())),
+            label: header.label,
+        }
+    }
+
+    /// When it was stored, in milliseconds of the store clock (rounded up to the second).
+    pub(super) fn at_ms(&self) -> u64 {
+        u64::from(self.at_s) * 1000
     }
 
     /// Bytes charged to the store for this record (map entry and names).
     pub(super) fn cost(&self) -> usize {
-        size_of::<(Uuid, Pending)>() + 2 * size_of::<usize>() + name_cost(&self.src) + name_cost(&self.dest)
+        let dest = self.dest.as_deref().map_or(0, |dest| size_of::<EntityId>() + name_cost(dest));
+        size_of::<(Uuid, Pending)>() + 2 * size_of::<usize>() + name_cost(&self.src) + dest
     }
 
     /// The requester's mailbox uid.
@@ -79,9 +100,10 @@ impl Pending {
         self.src.uid()
     }
 
-    /// The `academy-error-response` code 0 answering this request.
-    pub(super) fn terminated_notice(&self, tag: Uuid) -> Option<Message> {
-        let mut request = Header::request(self.src.clone(), self.dest.clone());
+    /// The `academy-error-response` code 0 answering this request to `slot`.
+    pub(super) fn terminated_notice(self, tag: Uuid, slot: &Slot) -> Option<Message> {
+        let dest = self.dest.map_or_else(|| EntityId::from_parts(slot.role, slot.uid, None), |dest| *dest);
+        let mut request = Header::request(self.src, dest);
         request.tag = tag;
         request.label = self.label;
         Message::terminated_notice(&request).ok()
@@ -127,7 +149,7 @@ impl Slot {
         shrink_sparse!(state.queue);
         usage.dequeued(1, message.len());
         usage.release(message.len() + QUEUE_ENTRY_COST);
-        Ok(Some(message))
+        Ok(Some(Bytes::from(message)))
     }
 }
 
@@ -150,11 +172,12 @@ impl SlotState {
         let mut freed = 0;
         let mut oldest: Option<u64> = None;
         self.pending.retain(|_, record| {
-            if now.saturating_sub(record.at) >= max_age_ms {
+            let at = record.at_ms();
+            if now.saturating_sub(at) >= max_age_ms {
                 freed += record.cost();
                 false
             } else {
-                oldest = Some(oldest.map_or(record.at, |o| o.min(record.at)));
+                oldest = Some(oldest.map_or(at, |o| o.min(at)));
                 true
             }
         });
