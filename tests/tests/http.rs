@@ -416,7 +416,7 @@ async fn bad_input_is_rejected_cleanly() {
     // Oversized: a body over the default body limit (2 × 2 MiB + 64 KiB) and a message over 2 MiB.
     let huge = vec![b' '; 5 * 1024 * 1024];
     assert_eq!(raw(url, "PUT", "/message", &[], &huge).await.status, 413);
-    let src = UserId::new(None);
+    let src = server.client().register_user(None).await.unwrap();
     let dest: UserId = serde_json::from_str(&user).unwrap();
     let args = vec!["z".repeat(2 * 1024 * 1024 + 10)];
     let big = Message::request(

@@ -8,6 +8,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use exchange_http::server::{HttpExchangeServer, LogFormat, ServerConfig};
 
+/// jemalloc with background threads: memory freed by drained queues goes back to the system
+/// within seconds, where glibc's malloc keeps it (docs/PERFORMANCE.md has the figures).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Serves Academy's HTTP exchange protocol.
 #[derive(Debug, Parser)]
 #[command(

@@ -69,7 +69,8 @@ pub struct LimitsConfig {
     pub mailbox_max_pending: usize,
     /// MiB of messages one mailbox's queue may hold (memory storage; `429` past it).
     pub mailbox_max_mb: usize,
-    /// MiB of messages the whole memory store may hold (`507` past it).
+    /// MiB the whole memory store may hold: queued messages, request records and mailbox
+    /// records (`507` past it).
     pub store_max_mb: usize,
     /// Mailboxes (gravestones included) the memory store may hold (`507` past it).
     pub store_max_mailboxes: usize,
@@ -161,10 +162,12 @@ pub struct BackendConfig {
     /// Redis port (`kind = "redis"`).
     #[serde(default = "default_redis_port")]
     pub port: u16,
-    /// TTL in days of queues and request-tracking keys (`kind = "redis"`).
+    /// TTL in days of queues and request-tracking keys (`kind = "redis"`); age in days at
+    /// which the memory storage forgets an unanswered request.
     #[serde(default = "default_mailbox_expiration")]
     pub mailbox_expiration_d: f64,
-    /// TTL in days of status, owner, heartbeat and agent keys (`kind = "redis"`).
+    /// TTL in days of status, owner, heartbeat and agent keys (`kind = "redis"`); age in days
+    /// at which the memory storage drops a terminated mailbox (its id is unknown again).
     #[serde(default = "default_gravestone_expiration")]
     pub gravestone_expiration_d: f64,
     /// A Redis URL (`redis://[user:password@]host:port/db`, `rediss://…`, `redis+unix:///path`)

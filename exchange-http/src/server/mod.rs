@@ -88,7 +88,7 @@ impl HttpExchangeServer {
     }
 
     fn with_memory(config: ServerConfig) -> Self {
-        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new(config.message_limit()));
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new(&config));
         let auth: Arc<dyn Authenticator> = match &config.auth {
             None => Arc::new(NoAuth),
             Some(auth) if auth.method.is_none() => Arc::new(NoAuth),
