@@ -148,7 +148,8 @@ fn connection_cap_stays_below_the_open_file_limit() {
 }
 
 /// SIGTERM with clients that hold half a head, half a body and an unread event stream: the
-/// server exits after its shutdown deadline and says so.
+/// server exits after its shutdown deadline, and says so and how many queued messages the
+/// memory storage discarded.
 #[test]
 fn sigterm_ends_within_the_shutdown_deadline() {
     let dir = std::env::temp_dir().join(format!("exchange-server-deadline-{}", std::process::id()));
@@ -184,6 +185,7 @@ fn sigterm_ends_within_the_shutdown_deadline() {
     assert!(stopping.elapsed() < Duration::from_secs(20), "shutdown took {:?}", stopping.elapsed());
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains("shutdown deadline passed"), "{log}");
+    assert!(log.contains("queued_messages=3") && log.contains("discarded"), "{log}");
     drop((half_head, half_body));
     let _ = std::fs::remove_dir_all(&dir);
 }
