@@ -550,7 +550,7 @@ impl Exchange for RedisExchange {
 
     async fn update_heartbeat(&self, id: &EntityId) -> Result<()> {
         let mut invocation = scripts::UPDATE_HEARTBEAT.prepare_invoke();
-        invocation.key(self.keys().heartbeat(id.uid()));
+        invocation.key(self.keys().active(id.uid())).key(self.keys().heartbeat(id.uid()));
         self.idempotent(|mut conn| {
             let invocation = &invocation;
             async move { invocation.invoke_async::<i64>(&mut conn).await }

@@ -161,16 +161,18 @@ return out
     )
 });
 
-/// Writes Redis `TIME` as Python's `str(float)` of the seconds (`"1795547336.627962"`).
+/// Writes Redis `TIME` as Python's `str(float)` of the seconds (`"1795547336.627962"`), only
+/// for a known mailbox (Academy writes it for any id: a key nobody ever deletes).
 ///
-/// KEYS: `heartbeat:<uid>`.
+/// KEYS: `active:<uid>`, `heartbeat:<uid>`. Returns 0 for an unknown id.
 pub(crate) static UPDATE_HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local t = redis.call('TIME')
 local frac = (string.format('%06d', tonumber(t[2])):gsub('0+$', ''))
 if frac == '' then frac = '0' end
-redis.call('SET', KEYS[1], t[1] .. '.' .. frac)
+redis.call('SET', KEYS[2], t[1] .. '.' .. frac)
 return 1
 ",
     )

@@ -254,6 +254,12 @@ async fn keys_follow_academy_layout() {
     let (secs, frac) = beat.split_once('.').expect("seconds.fraction");
     assert!(secs.len() >= 10 && secs.bytes().all(|b| b.is_ascii_digit()), "{beat}");
     assert!((1..=6).contains(&frac.len()) && frac.bytes().all(|b| b.is_ascii_digit()), "{beat}");
+    // A heartbeat for an id nobody registered writes nothing (Academy's would leave a key
+    // without expiry).
+    let ghost = exchange_core::UserId::new(None);
+    ex.update_heartbeat(&ghost.clone().into()).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("*{}*", ghost.uid())).query_async(&mut conn).await.unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
 
     ex.terminate(&agent.clone().into()).await.unwrap();
     assert_eq!(get(&mut conn, format!("active:{}", agent.uid())).await.as_deref(), Some("INACTIVE"));
