@@ -15,6 +15,7 @@ mod auth;
 mod config;
 mod logging;
 mod memory;
+mod observe;
 mod redis_store;
 mod routes;
 mod serve;
@@ -118,9 +119,12 @@ impl HttpExchangeServer {
 
     /// The router of this server; `shutdown` turning `true` ends long polls and event streams.
     pub fn router(&self, shutdown: watch::Receiver<bool>) -> Router {
-        let state = AppState::new(self.storage.clone(), self.auth.clone(), self.config.listen_timeout_s, shutdown)
-            .with_body_timeout(Duration::from_secs_f64(self.config.limits.body_timeout_s));
-        router(state, &self.config.path_prefix, self.config.body_limit())
+        router(self.state(shutdown), &self.config.path_prefix, self.config.body_limit())
+    }
+
+    fn state(&self, shutdown: watch::Receiver<bool>) -> AppState {
+        AppState::new(self.storage.clone(), self.auth.clone(), self.config.listen_timeout_s, shutdown)
+            .with_body_timeout(Duration::from_secs_f64(self.config.limits.body_timeout_s))
     }
 
     /// Binds the configured address.
@@ -171,7 +175,9 @@ impl BoundServer {
     /// [`Error::Unavailable`] if the server fails.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let (stop, stopping) = watch::channel(false);
-        let app = self.server.router(stopping);
+        let state = self.server.state(stopping);
+        let metrics = state.metrics.clone();
+        let app = router(state, &self.server.config.path_prefix, self.server.config.body_limit());
         let config = &self.server.config.limits;
         let limits = serve::ConnectionLimits {
             max_connections: serve::fit_connection_cap(config.max_connections),
@@ -189,6 +195,6 @@ impl BoundServer {
                 );
             }
         };
-        serve::serve(self.listener, self.tls, app, limits, shutdown, on_stop).await
+        serve::serve(self.listener, self.tls, app, limits, metrics, shutdown, on_stop).await
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::auth::Authenticator;
+use super::observe::{self, FailureReason, MeteredStorage, Metrics, RequestNote, SHUTTING_DOWN};
 use super::storage::{ApiError, Caller, Storage};
 use super::stream::{Listen, Streams};
 use crate::wire::{
@@ -39,6 +40,8 @@ pub struct AppState {
     pub(crate) body_timeout: Duration,
     /// Acknowledged event streams that are open.
     pub(crate) streams: Arc<Streams>,
+    /// What `GET /metrics` reports.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -48,20 +51,23 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// State over a store and an authenticator; `shutdown` turning `true` ends receives.
+    /// State over a store (measured for `GET /metrics`) and an authenticator; `shutdown`
+    /// turning `true` ends receives.
     pub fn new(
         storage: Arc<dyn Storage>,
         auth: Arc<dyn Authenticator>,
         listen_timeout_s: f64,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let metrics = Arc::new(Metrics::default());
         AppState {
-            storage,
+            storage: Arc::new(MeteredStorage::new(storage, metrics.clone())),
             auth,
             listen_timeout_s,
             shutdown,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             streams: Arc::default(),
+            metrics,
         }
     }
 
@@ -86,14 +92,30 @@ pub fn router(state: AppState, prefix: &str, body_limit: usize) -> Router {
         .route("/discover", get(discover))
         .route("/mailbox/heartbeat", get(heartbeat_get).post(heartbeat_post))
         .route("/mailbox/stats", get(stats))
-        .route("/mailbox/share", get(share_get).post(share_post).delete(share_delete));
+        .route("/mailbox/share", get(share_get).post(share_post).delete(share_delete))
+        .route(METRICS_ROUTE, get(observe::metrics))
+        .route(HEALTHZ_ROUTE, get(observe::healthz))
+        .route(READYZ_ROUTE, get(observe::readyz));
     let prefix = prefix.trim_end_matches('/');
     let routes = if prefix.is_empty() { routes } else { Router::new().nest(prefix, routes) };
     routes
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), observe::observe))
         .with_state(state)
+}
+
+/// Routes for operators, outside authentication (they carry no mailbox data).
+const METRICS_ROUTE: &str = "/metrics";
+const HEALTHZ_ROUTE: &str = "/healthz";
+const READYZ_ROUTE: &str = "/readyz";
+
+/// Whether the request matched one of the operators' routes.
+fn is_public(request: &Request) -> bool {
+    request.extensions().get::<axum::extract::MatchedPath>().is_some_and(|path| {
+        [METRICS_ROUTE, HEALTHZ_ROUTE, READYZ_ROUTE].iter().any(|route| path.as_str().ends_with(route))
+    })
 }
 
 async fn not_found() -> Response {
@@ -102,8 +124,14 @@ async fn not_found() -> Response {
 
 /// Authentication runs before routing; the caller goes into the request extensions.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    if is_public(&request) {
+        return next.run(request).await;
+    }
     match state.auth.authenticate(request.headers()).await {
         Ok(caller) => {
+            if let Some(note) = request.extensions().get::<RequestNote>() {
+                note.caller(&caller.client_id);
+            }
             request.extensions_mut().insert(caller);
             let mut response = next.run(request).await;
             if response.status() == StatusCode::METHOD_NOT_ALLOWED
@@ -117,7 +145,13 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
             }
             response
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            state.metrics.refused(match e {
+                ApiError::Unauthorized(_) => "missing",
+                _ => "refused",
+            });
+            e.into_response()
+        }
     }
 }
 
@@ -196,10 +230,20 @@ struct ShareBody {
     group_id: String,
 }
 
-/// One handler's extracted input: the caller and the raw body.
+/// One handler's extracted input: the caller, the raw body, and the note for the log line.
 struct Input {
     caller: Caller,
     body: Bytes,
+    note: RequestNote,
+}
+
+impl Input {
+    /// Parses the mailbox id the request is about.
+    fn id(&self, text: &str) -> Result<EntityId, ApiError> {
+        let id = parse_id(text)?;
+        self.note.mailbox(&id);
+        Ok(id)
+    }
 }
 
 impl axum::extract::FromRequest<AppState> for Input {
@@ -207,23 +251,28 @@ impl axum::extract::FromRequest<AppState> for Input {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let caller = caller(request.extensions());
+        let note = request.extensions().get::<RequestNote>().cloned().unwrap_or_default();
         let body = tokio::time::timeout(state.body_timeout, Bytes::from_request(request, state))
             .await
             .map_err(|_| {
                 let mut response = ApiError::Timeout.into_response();
+                let reason = format!("the request body did not arrive within {:?}", state.body_timeout);
+                response.extensions_mut().insert(FailureReason(reason));
                 // The rest of the body may still trickle in: do not keep the connection.
                 response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                 response
             })?
             .map_err(|rejection| {
                 let status = rejection.status();
-                let mut response = (status, rejection.body_text()).into_response();
+                let reason = rejection.body_text();
+                let mut response = (status, reason.clone()).into_response();
+                response.extensions_mut().insert(FailureReason(reason));
                 response
                     .headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
                 response
             })?;
-        Ok(Input { caller, body })
+        Ok(Input { caller, body, note })
     }
 }
 
@@ -231,7 +280,7 @@ type Answer = Result<Response, ApiError>;
 
 async fn mailbox_create(State(state): State<AppState>, input: Input) -> Answer {
     let body: MailboxBody = parse(&input.body)?;
-    let id = parse_id(&body.mailbox)?;
+    let id = input.id(&body.mailbox)?;
     let agent = body.agent.map(|names| names.split(',').map(str::to_owned).collect());
     state.storage.create(&input.caller, &id, agent).await?;
     Ok(StatusCode::OK.into_response())
@@ -239,13 +288,13 @@ async fn mailbox_create(State(state): State<AppState>, input: Input) -> Answer {
 
 async fn mailbox_terminate(State(state): State<AppState>, input: Input) -> Answer {
     let body: MailboxBody = parse(&input.body)?;
-    state.storage.terminate(&input.caller, &parse_id(&body.mailbox)?).await?;
+    state.storage.terminate(&input.caller, &input.id(&body.mailbox)?).await?;
     Ok(StatusCode::OK.into_response())
 }
 
 async fn mailbox_status(State(state): State<AppState>, input: Input) -> Answer {
     let body: MailboxBody = parse(&input.body)?;
-    let status = state.storage.status(&input.caller, &parse_id(&body.mailbox)?).await?;
+    let status = state.storage.status(&input.caller, &input.id(&body.mailbox)?).await?;
     Ok(json(&StatusResponse { status }))
 }
 
@@ -254,6 +303,7 @@ async fn message_put(State(state): State<AppState>, input: Input) -> Answer {
     let envelope: Envelope =
         serde_json::from_str(&body.message).map_err(|e| ApiError::field(format_args!("message: {e}")))?;
     let header = envelope.header;
+    input.note.message(&header);
     let mut message = body.message;
     if message.contains(['\n', '\r']) {
         // Only whitespace between tokens can be a raw line break in valid JSON: an event
@@ -283,12 +333,13 @@ fn receive_timeout(state: &AppState, timeout: Option<Value>) -> Result<Duration,
 async fn message_get(State(mut state): State<AppState>, input: Input) -> Answer {
     let body: ReceiveBody = parse(&input.body)?;
     let timeout = receive_timeout(&state, body.timeout)?;
-    let id = parse_id(&body.mailbox)?;
+    let id = input.id(&body.mailbox)?;
     let storage = state.storage.clone();
+    let _waiting = state.metrics.long_poll();
     let received = tokio::select! {
         received = storage.recv(&input.caller, &id, timeout) => received?,
         _ = state.shutdown.wait_for(|stopping| *stopping) => {
-            return Err(ApiError::Unavailable("Server shutting down".into()));
+            return Err(ApiError::Unavailable(SHUTTING_DOWN.into()));
         }
     };
     let message = received.ok_or(ApiError::Timeout)?;
@@ -305,7 +356,7 @@ async fn message_get(State(mut state): State<AppState>, input: Input) -> Answer 
 async fn mailbox_listen(State(state): State<AppState>, headers: HeaderMap, input: Input) -> Answer {
     let body: ReceiveBody = parse(&input.body)?;
     let timeout = receive_timeout(&state, body.timeout)?;
-    let id = parse_id(&body.mailbox)?;
+    let id = input.id(&body.mailbox)?;
     state.storage.check_receive(&input.caller, &id).await?;
     let acknowledged = headers.get(ACK_HEADER).is_some_and(|v| v.as_bytes() == b"1");
     if let Some(resume) = headers.get(RESUME_HEADER).filter(|_| acknowledged) {
@@ -315,7 +366,12 @@ async fn mailbox_listen(State(state): State<AppState>, headers: HeaderMap, input
     let streams = acknowledged.then(|| state.streams.clone());
     let listen = Listen::new(state.storage.clone(), input.caller, id, timeout, state.shutdown.clone(), streams);
     let stream_id = listen.stream_id();
-    let mut response = Response::new(Body::from_stream(futures::stream::unfold(listen, Listen::next)));
+    let open = state.metrics.stream();
+    let events = futures::StreamExt::inspect(futures::stream::unfold(listen, Listen::next), move |_| {
+        // The stream owns the gauge's guard: it counts until the stream is dropped.
+        let _ = &open;
+    });
+    let mut response = Response::new(Body::from_stream(events));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -338,7 +394,7 @@ fn parse_resume(value: &HeaderValue) -> Result<(Uuid, u64), ApiError> {
 
 async fn mailbox_ack(State(state): State<AppState>, input: Input) -> Answer {
     let body: AckRequest = parse(&input.body)?;
-    state.streams.ack(&input.caller, &parse_id(&body.mailbox)?, body.stream, body.through)?;
+    state.streams.ack(&input.caller, &input.id(&body.mailbox)?, body.stream, body.through)?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -363,36 +419,36 @@ async fn discover(State(state): State<AppState>, input: Input) -> Answer {
 
 async fn heartbeat_get(State(state): State<AppState>, input: Input) -> Answer {
     let body: MailboxBody = parse(&input.body)?;
-    let heartbeat = state.storage.heartbeat(&input.caller, &parse_id(&body.mailbox)?).await?;
+    let heartbeat = state.storage.heartbeat(&input.caller, &input.id(&body.mailbox)?).await?;
     Ok(json(&HeartbeatResponse { heartbeat }))
 }
 
 async fn heartbeat_post(State(state): State<AppState>, input: Input) -> Answer {
     let body: MailboxBody = parse(&input.body)?;
-    state.storage.set_heartbeat(&input.caller, &parse_id(&body.mailbox)?).await?;
+    state.storage.set_heartbeat(&input.caller, &input.id(&body.mailbox)?).await?;
     Ok(StatusCode::OK.into_response())
 }
 
 async fn stats(State(state): State<AppState>, input: Input) -> Answer {
     let body: MailboxBody = parse(&input.body)?;
-    let stats = state.storage.stats(&input.caller, &parse_id(&body.mailbox)?).await?;
+    let stats = state.storage.stats(&input.caller, &input.id(&body.mailbox)?).await?;
     Ok(json(&stats))
 }
 
 async fn share_post(State(state): State<AppState>, input: Input) -> Answer {
     let body: ShareBody = parse(&input.body)?;
-    state.storage.share(&input.caller, &parse_id(&body.mailbox)?, &body.group_id).await?;
+    state.storage.share(&input.caller, &input.id(&body.mailbox)?, &body.group_id).await?;
     Ok(StatusCode::OK.into_response())
 }
 
 async fn share_get(State(state): State<AppState>, input: Input) -> Answer {
     let body: MailboxBody = parse(&input.body)?;
-    let group_ids = state.storage.shares(&input.caller, &parse_id(&body.mailbox)?).await?;
+    let group_ids = state.storage.shares(&input.caller, &input.id(&body.mailbox)?).await?;
     Ok(json(&SharesResponse { group_ids }))
 }
 
 async fn share_delete(State(state): State<AppState>, input: Input) -> Answer {
     let body: ShareBody = parse(&input.body)?;
-    state.storage.unshare(&input.caller, &parse_id(&body.mailbox)?, &body.group_id).await?;
+    state.storage.unshare(&input.caller, &input.id(&body.mailbox)?, &body.group_id).await?;
     Ok(StatusCode::OK.into_response())
 }

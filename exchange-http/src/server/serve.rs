@@ -22,6 +22,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::observe::Metrics;
+
 /// Largest buffer hyper keeps per connection for reading a head and for writing. It also
 /// bounds what an event stream queues inside the server for a client that does not read: the
 /// stream is asked for its next message only when this much has been written out.
@@ -106,6 +108,7 @@ pub(crate) async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     app: Router,
     limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
     on_stop: impl FnOnce(),
 ) -> Result<()> {
@@ -148,7 +151,9 @@ pub(crate) async fn serve(
         };
         configure(&stream);
         let (app, tls, watcher) = (app.clone(), tls.clone(), graceful.watcher());
+        let counted = metrics.connection();
         tasks.spawn(async move {
+            let _counted = counted;
             match tls {
                 None => serve_connection(stream, app, limits, watcher, permit).await,
                 Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {

@@ -99,7 +99,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry = matches!(self, ApiError::QueueFull(_) | ApiError::Unavailable(_));
-        let mut response = (self.status(), self.to_string()).into_response();
+        let reason = self.to_string();
+        let mut response = (self.status(), reason.clone()).into_response();
+        response.extensions_mut().insert(super::observe::FailureReason(reason));
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         if retry {
@@ -182,6 +184,13 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Stops sharing a mailbox with a group (owner only; removing an absent group is a no-op).
     async fn unshare(&self, caller: &Caller, id: &EntityId, group: &str) -> Result<(), ApiError>;
+
+    /// Whether the store answers (`GET /readyz`). The default asks the status of the nil id: one
+    /// round trip to the store, no state changed.
+    async fn ready(&self) -> Result<(), ApiError> {
+        let nil: EntityId = exchange_core::UserId::from_parts(Uuid::nil(), None).into();
+        self.status(&Caller::anonymous(), &nil).await.map(|_| ())
+    }
 
     /// Totals over the whole store when they are cheap to know (in memory); `None` otherwise.
     fn totals(&self) -> Option<StoreTotals> {
