@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use axum::http::{HeaderMap, header};
+use base64::Engine as _;
 
 use super::storage::{ApiError, Caller};
 
@@ -52,9 +53,35 @@ impl TokenAuth {
             // As Academy: a client without groups ends up in the group "".
             groups.insert(String::new());
         }
-        self.tokens.insert(token.into(), Caller { client_id: client_id.into(), groups });
+        self.tokens.insert(token.into(), Caller { client_id: client_id.into(), groups, admin: false });
         self
     }
+
+    /// Accepts `token` as [`with_token`](Self::with_token) does, as an admin (status page).
+    pub fn with_admin_token<I, S>(self, token: impl Into<String>, client_id: impl Into<String>, groups: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let token = token.into();
+        let mut table = self.with_token(token.clone(), client_id, groups);
+        if let Some(caller) = table.tokens.get_mut(&token) {
+            caller.admin = true;
+        }
+        table
+    }
+}
+
+/// The token of an `Authorization` header: `Bearer <token>`, or `Basic` credentials whose
+/// password is the token (what a browser sends for the status page; the user name is ignored).
+fn token_of(value: &str) -> Option<String> {
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(token.to_owned());
+    }
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':').map(|(_, password)| password.to_owned())
 }
 
 #[async_trait]
@@ -63,9 +90,9 @@ impl Authenticator for TokenAuth {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(token_of)
             .filter(|t| !t.is_empty() && !t.contains(' '))
             .ok_or_else(|| ApiError::Unauthorized("Missing required headers.".into()))?;
-        self.tokens.get(token).cloned().ok_or_else(|| ApiError::Forbidden("Token expired or revoked.".into()))
+        self.tokens.get(&token).cloned().ok_or_else(|| ApiError::Forbidden("Token expired or revoked.".into()))
     }
 }

@@ -138,6 +138,9 @@ pub struct TokenEntry {
     /// Groups of the client (for shares).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// May see the status page and `GET /admin/mailboxes` (ours; default `false`).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// `[backend]`: where mailboxes live and how large messages may be. `Debug` hides the URL's

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 mod auth;
 mod config;
+mod listing;
 mod logging;
 mod memory;
 mod observe;
@@ -20,6 +21,7 @@ mod redis_store;
 mod routes;
 mod serve;
 mod spawn;
+mod status_page;
 mod storage;
 mod stream;
 mod tls;
@@ -29,6 +31,7 @@ pub use config::{
     AuthConfig, BackendConfig, DEFAULT_PORT, LimitsConfig, LogFormat, LogLevel, LoggerConfig, MAX_CONFIG_SECONDS,
     MAX_EXPIRATION_DAYS, ServerConfig, TokenEntry,
 };
+pub use listing::{MAX_PAGE, MailboxPage, MailboxQuery, MailboxRow};
 pub use logging::init_logging;
 pub use memory::MemoryStorage;
 pub use redis_store::RedisStorage;
@@ -94,7 +97,12 @@ impl HttpExchangeServer {
             None => Arc::new(NoAuth),
             Some(auth) if auth.method.is_none() => Arc::new(NoAuth),
             Some(auth) => Arc::new(auth.tokens.iter().fold(TokenAuth::new(), |table, (token, entry)| {
-                table.with_token(token.clone(), entry.client_id.clone(), entry.groups.iter().cloned())
+                let groups = entry.groups.iter().cloned();
+                if entry.admin {
+                    table.with_admin_token(token.clone(), entry.client_id.clone(), groups)
+                } else {
+                    table.with_token(token.clone(), entry.client_id.clone(), groups)
+                }
             })),
         };
         HttpExchangeServer { config, storage, auth }

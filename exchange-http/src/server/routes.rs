@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::auth::Authenticator;
 use super::observe::{self, FailureReason, MeteredStorage, Metrics, RequestNote, SHUTTING_DOWN};
+use super::status_page;
 use super::storage::{ApiError, Caller, Storage};
 use super::stream::{Listen, Streams};
 use crate::wire::{
@@ -95,7 +96,9 @@ pub fn router(state: AppState, prefix: &str, body_limit: usize) -> Router {
         .route("/mailbox/share", get(share_get).post(share_post).delete(share_delete))
         .route(METRICS_ROUTE, get(observe::metrics))
         .route(HEALTHZ_ROUTE, get(observe::healthz))
-        .route(READYZ_ROUTE, get(observe::readyz));
+        .route(READYZ_ROUTE, get(observe::readyz))
+        .route(STATUS_PAGE_ROUTE, get(status_page::page))
+        .route("/admin/mailboxes", get(status_page::admin_mailboxes));
     let prefix = prefix.trim_end_matches('/');
     let routes = if prefix.is_empty() { routes } else { Router::new().nest(prefix, routes) };
     routes
@@ -110,6 +113,13 @@ pub fn router(state: AppState, prefix: &str, body_limit: usize) -> Router {
 const METRICS_ROUTE: &str = "/metrics";
 const HEALTHZ_ROUTE: &str = "/healthz";
 const READYZ_ROUTE: &str = "/readyz";
+/// The status page (a browser without credentials is asked for the admin token as a password).
+const STATUS_PAGE_ROUTE: &str = "/";
+
+/// A browser's navigation (it accepts HTML): asked for credentials, it prompts for them.
+fn is_page_request(request: &Request) -> bool {
+    request.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
+}
 
 /// Whether the request matched one of the operators' routes.
 fn is_public(request: &Request) -> bool {
@@ -146,11 +156,15 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
             response
         }
         Err(e) => {
-            state.metrics.refused(match e {
-                ApiError::Unauthorized(_) => "missing",
-                _ => "refused",
-            });
-            e.into_response()
+            let missing = matches!(e, ApiError::Unauthorized(_));
+            state.metrics.refused(if missing { "missing" } else { "refused" });
+            let mut response = e.into_response();
+            if missing && is_page_request(&request) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"exchange status\""));
+            }
+            response
         }
     }
 }

@@ -11,6 +11,8 @@ use bytes::Bytes;
 use exchange_core::{EntityId, Header, MailboxStats, MailboxStatus};
 use uuid::Uuid;
 
+use super::listing::{MailboxPage, MailboxQuery};
+
 /// Who sends a request, as the authenticator says (never from client-supplied headers).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
@@ -18,12 +20,16 @@ pub struct Caller {
     pub client_id: String,
     /// Group ids the client belongs to (`{""}` without authentication or with no groups).
     pub groups: BTreeSet<String>,
+    /// May see every mailbox on the status page (`[auth.tokens.*] admin = true`; everyone
+    /// without authentication).
+    pub admin: bool,
 }
 
 impl Caller {
-    /// The identity of every request when authentication is off: client `""`, groups `{""}`.
+    /// The identity of every request when authentication is off: client `""`, groups `{""}`,
+    /// admin (an open server hides nothing).
     pub fn anonymous() -> Self {
-        Caller { client_id: String::new(), groups: BTreeSet::from([String::new()]) }
+        Caller { client_id: String::new(), groups: BTreeSet::from([String::new()]), admin: true }
     }
 }
 
@@ -190,6 +196,12 @@ pub trait Storage: Send + Sync + 'static {
     async fn ready(&self) -> Result<(), ApiError> {
         let nil: EntityId = exchange_core::UserId::from_parts(Uuid::nil(), None).into();
         self.status(&Caller::anonymous(), &nil).await.map(|_| ())
+    }
+
+    /// A page of mailboxes for operators (the status page); `None` when this store cannot list
+    /// them without scanning everything it holds (Redis).
+    async fn mailboxes(&self, _query: &MailboxQuery) -> Result<Option<MailboxPage>, ApiError> {
+        Ok(None)
     }
 
     /// Totals over the whole store when they are cheap to know (in memory); `None` otherwise.

@@ -23,6 +23,7 @@ use self::expiry::{Clock, Due, Expiration, Schedule};
 use self::slot::{Pending, QUEUE_ENTRY_COST, Queued, Slot, SlotState, agent_cost, mailbox_cost, shrink_sparse};
 use self::usage::{Limits, Usage};
 use super::config::ServerConfig;
+use super::listing::{MAX_PAGE, MailboxPage, MailboxQuery, MailboxRow};
 use super::storage::{ApiError, Caller, Storage, StoreTotals};
 
 /// Visits a sweep makes before it lets other tasks run.
@@ -254,7 +255,7 @@ impl Shared {
                 .is_some_and(|at| now.saturating_sub(at) >= self.expiration.gravestones_ms);
             if expired {
                 if let Some(slot) = mailboxes.remove(uid) {
-                    self.usage.release(mailbox_cost(&slot.owner));
+                    self.usage.release(mailbox_cost(&slot.owner) + slot.name.as_deref().map_or(0, str::len));
                     self.usage.gravestone_swept();
                 }
             }
@@ -272,7 +273,8 @@ impl Storage for MemoryStorage {
         self.start_sweeper();
         let shared = &self.shared;
         let agent = if id.as_agent().is_some() { agent } else { None };
-        let cost = mailbox_cost(&caller.client_id) + agent_cost(&agent);
+        let name = id.name().map(Box::from);
+        let cost = mailbox_cost(&caller.client_id) + agent_cost(&agent) + name.as_deref().map_or(0, str::len);
         let mut mailboxes = shared.mailboxes.write();
         if mailboxes.contains_key(&id.uid()) {
             return Ok(());
@@ -289,6 +291,7 @@ impl Storage for MemoryStorage {
                 uid: id.uid(),
                 role: id.role(),
                 seq: shared.next_seq.fetch_add(1, Ordering::Relaxed),
+                name,
                 owner: caller.client_id.clone(),
                 state: Mutex::new(SlotState { agent, ..SlotState::default() }),
                 notify: Notify::new(),
@@ -465,6 +468,36 @@ impl Storage for MemoryStorage {
         let slot = self.owned(caller, id)?;
         slot.state.lock().shares.remove(group);
         Ok(())
+    }
+
+    async fn mailboxes(&self, query: &MailboxQuery) -> Result<Option<MailboxPage>, ApiError> {
+        let mut slots: Vec<Arc<Slot>> = self.shared.mailboxes.read().values().cloned().collect();
+        slots.sort_unstable_by_key(|slot| slot.seq);
+        let limit = query.limit.min(MAX_PAGE);
+        let mut page = MailboxPage::default();
+        for slot in slots {
+            let state = slot.state.lock();
+            let behaviours = state.agent.as_deref().unwrap_or_default();
+            if !query.matches(&slot.uid, slot.name.as_deref(), slot.role.as_str(), behaviours) {
+                continue;
+            }
+            page.matching += 1;
+            if page.matching <= query.offset || page.rows.len() >= limit {
+                continue;
+            }
+            let stats = state.stats();
+            page.rows.push(MailboxRow {
+                id: slot.uid,
+                name: slot.name.as_deref().map(str::to_owned),
+                role: slot.role.as_str(),
+                behaviours: behaviours.to_vec(),
+                status: if state.terminated_at.is_some() { "TERMINATED" } else { "ACTIVE" },
+                queued: stats.queued,
+                in_progress: stats.in_progress,
+                heartbeat_age_s: state.heartbeat.map(|at| at.elapsed().as_secs_f64()),
+            });
+        }
+        Ok(Some(page))
     }
 
     fn totals(&self) -> Option<StoreTotals> {

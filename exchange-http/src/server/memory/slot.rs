@@ -28,6 +28,8 @@ pub(super) struct Slot {
     pub(super) role: Role,
     /// Registration order (discover answers in it).
     pub(super) seq: u64,
+    /// The name the id was registered with (shown on the status page).
+    pub(super) name: Option<Box<str>>,
     pub(super) owner: String,
     pub(super) state: Mutex<SlotState>,
     pub(super) notify: Notify,

@@ -9,6 +9,7 @@ use exchange_core::{EntityId, Header, MailboxStats, MailboxStatus};
 use uuid::Uuid;
 
 use super::metrics::Metrics;
+use crate::server::listing::{MailboxPage, MailboxQuery};
 use crate::server::storage::{ApiError, Caller, Storage, StoreTotals};
 
 /// Records each operation's round trip and failures, messages accepted and delivered.
@@ -109,6 +110,10 @@ impl Storage for MeteredStorage {
 
     async fn ready(&self) -> Result<(), ApiError> {
         self.timed("ready", self.inner.ready()).await
+    }
+
+    async fn mailboxes(&self, query: &MailboxQuery) -> Result<Option<MailboxPage>, ApiError> {
+        self.timed("mailboxes", self.inner.mailboxes(query)).await
     }
 
     fn totals(&self) -> Option<StoreTotals> {

@@ -1,9 +1,11 @@
 //! The server's Prometheus metrics: what `GET /metrics` answers. Labels come from bounded
 //! sets only (routes of the router, methods, statuses, storage operations), never ids.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use serde::Serialize;
 
 use crate::server::storage::StoreTotals;
 
@@ -63,7 +66,26 @@ pub(crate) struct Metrics {
     refused: Family<RuleLabels, Counter>,
     storage_errors: Counter,
     storage_durations: Histograms<OperationLabels>,
+    /// Samples of (when, accepted, delivered) for the rates of the last minute.
+    samples: Mutex<VecDeque<(Instant, u64, u64)>>,
 }
+
+/// What the status page shows of the live traffic.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(crate) struct Live {
+    pub(crate) open_connections: i64,
+    pub(crate) event_streams: i64,
+    pub(crate) long_polls: i64,
+    pub(crate) messages_accepted: u64,
+    pub(crate) messages_delivered: u64,
+    /// Messages per second over the last minute (since the first look, if later); `None` at
+    /// the first look.
+    pub(crate) accepted_per_s: Option<f64>,
+    pub(crate) delivered_per_s: Option<f64>,
+}
+
+/// How far back the rates look.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -82,6 +104,7 @@ impl Default for Metrics {
             refused: Family::default(),
             storage_errors: Counter::default(),
             storage_durations,
+            samples: Mutex::default(),
             registry: Registry::default(),
         };
         // Registered clones share their values with the fields above.
@@ -191,6 +214,35 @@ impl Metrics {
     /// Counts a waiting long poll while the guard lives.
     pub(crate) fn long_poll(&self) -> Held {
         hold(&self.long_polls)
+    }
+
+    /// The live counts, and rates over the last minute (each call is a sample).
+    pub(crate) fn live(&self) -> Live {
+        let now = Instant::now();
+        let (accepted, delivered) = (self.accepted.get(), self.delivered.get());
+        let mut samples = self.samples.lock();
+        while samples.len() > 1 && samples.get(1).is_some_and(|(at, ..)| now - *at >= RATE_WINDOW) {
+            samples.pop_front();
+        }
+        let rate = |then: u64, now_count: u64, elapsed: Duration| {
+            (elapsed.as_secs_f64() > 0.0).then(|| now_count.saturating_sub(then) as f64 / elapsed.as_secs_f64())
+        };
+        let (accepted_per_s, delivered_per_s) = match samples.front() {
+            Some(&(at, a, d)) => (rate(a, accepted, now - at), rate(d, delivered, now - at)),
+            None => (None, None),
+        };
+        if samples.back().is_none_or(|(at, ..)| now - *at >= Duration::from_secs(1)) {
+            samples.push_back((now, accepted, delivered));
+        }
+        Live {
+            open_connections: self.connections.get(),
+            event_streams: self.streams.get(),
+            long_polls: self.long_polls.get(),
+            messages_accepted: accepted,
+            messages_delivered: delivered,
+            accepted_per_s,
+            delivered_per_s,
+        }
     }
 
     /// The Prometheus text of every metric, plus the store's totals when it knows them.

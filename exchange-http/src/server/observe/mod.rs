@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 pub(crate) use metered::MeteredStorage;
-pub(crate) use metrics::Metrics;
+pub(crate) use metrics::{Live, Metrics};
 pub(crate) use request_log::{FailureReason, RequestNote, observe};
 
 use super::routes::AppState;
