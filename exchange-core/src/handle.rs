@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::client::{AgentStatus, Client};
 use crate::error::{Error, Result};
+use crate::exchange::MailboxStats;
 use crate::id::{AgentId, EntityId};
 use crate::message::{ActionRequest, Body, ErrorCode, Message, Strategy};
 use crate::payload;
@@ -25,6 +26,7 @@ pub struct Handle {
     target: AgentId,
     label: Uuid,
     timeout: Option<Duration>,
+    reject_on_inactive: bool,
 }
 
 impl fmt::Debug for Handle {
@@ -35,7 +37,7 @@ impl fmt::Debug for Handle {
 
 impl Handle {
     pub(crate) fn new(client: Client, target: AgentId) -> Handle {
-        Handle { client, target, label: Uuid::new_v4(), timeout: None }
+        Handle { client, target, label: Uuid::new_v4(), timeout: None, reject_on_inactive: false }
     }
 
     /// The agent this handle calls.
@@ -55,13 +57,23 @@ impl Handle {
         self
     }
 
+    /// This handle failing calls with [`Error::AgentInactive`] at once, instead of sending
+    /// them, when the agent's heartbeat is stale (Academy's `reject_on_inactive`: status
+    /// [`AgentStatus::Inactive`], read before each call). Pings are not checked, so a ping
+    /// can wait for an agent to come up.
+    pub fn with_reject_on_inactive(mut self, reject: bool) -> Handle {
+        self.reject_on_inactive = reject;
+        self
+    }
+
     /// Calls `action` with positional arguments `args` (a tuple, array or `()`), decoding the
     /// result as `R`.
     ///
     /// # Errors
     /// [`Error::Remote`] when the action failed (including unknown actions and argument
     /// mismatches), [`Error::ActionCancelled`], [`Error::MailboxTerminated`] when the agent is
-    /// gone, [`Error::Timeout`], [`Error::Codec`] when the result does not decode as `R`.
+    /// gone, [`Error::Timeout`], [`Error::Codec`] when the result does not decode as `R`,
+    /// [`Error::AgentInactive`] (see [`Handle::with_reject_on_inactive`]).
     pub async fn call<R: DeserializeOwned>(&self, action: &str, args: impl Serialize) -> Result<R> {
         self.call_encoded(action, encode_args(&args)?, "{}".to_owned()).await
     }
@@ -101,6 +113,9 @@ impl Handle {
             pargs,
             kargs,
         });
+        if self.reject_on_inactive && self.status().await? == AgentStatus::Inactive {
+            return Err(Error::AgentInactive { id: self.target.clone().into() });
+        }
         match self.request(body, true).await?.body {
             Body::ActionResponse(response) => response.result(),
             other => Err(self.unexpected(other)),
@@ -138,6 +153,14 @@ impl Handle {
     /// Transport failures.
     pub async fn status(&self) -> Result<AgentStatus> {
         self.client.status(&self.target).await
+    }
+
+    /// The agent mailbox's message counters (Academy's `agent_stats`).
+    ///
+    /// # Errors
+    /// [`Error::BadEntityId`] for an unknown agent; transport failures.
+    pub async fn stats(&self) -> Result<MailboxStats> {
+        self.client.exchange().stats(&self.target.clone().into()).await
     }
 
     /// Sends a request and waits for its response (within the handle's timeout).

@@ -10,6 +10,9 @@
 //!   code 2.
 //! - `shutdown-request` → `success-response`, then the agent stops (honouring `terminate`).
 //! - Requests with an incompatible protocol version → code 5.
+//! - Startup failed: every waiting request, and those arriving until the mailbox is quiet, get
+//!   a json `user-error-response` saying why (Academy issue #288: callers must not wait for
+//!   their timeouts); then the mailbox is terminated (by default), so later sends fail fast.
 //! - Responses go to the agent's own handles (calls to other agents).
 //!
 //! Actions run inside the listener task (no task per call); loops run on their own tasks.
@@ -30,6 +33,7 @@ use crate::client::{Client, HEARTBEAT_INTERVAL, refusal, spawn_heartbeat};
 use crate::error::{BoxError, Error, Result};
 use crate::exchange::{Exchange, Mailbox};
 use crate::id::{AgentId, EntityId};
+use crate::manager::Manager;
 use crate::message::{
     AcademyError, ActionRequest, ActionResponse, Body, ErrorCode, Header, Message, Strategy, UserError,
 };
@@ -126,6 +130,12 @@ impl<A> fmt::Debug for Runtime<A> {
     }
 }
 
+/// A failed agent answers requests until its mailbox has been quiet this long...
+const FAILED_STARTUP_QUIET: Duration = Duration::from_millis(250);
+
+/// ...or for at most this long, before it stops (and terminates its mailbox, by default).
+const FAILED_STARTUP_DRAIN: Duration = Duration::from_secs(2);
+
 /// Why the serve loop ended.
 enum Exit {
     /// Shutdown request or stop: `Some(terminate)` overrides the policy.
@@ -180,9 +190,11 @@ impl<A: Agent> Runtime<A> {
         let entity: EntityId = id.clone().into();
         let mailbox: Arc<dyn Mailbox> = Arc::from(exchange.open_mailbox(&entity).await?);
         let heartbeat = spawn_heartbeat(exchange.clone(), entity.clone(), config.heartbeat_interval);
+        let client = Client::new(exchange.clone(), entity.clone());
         let shared = Arc::new(Shared {
             id,
-            client: Client::new(exchange.clone(), entity.clone()),
+            children: Manager::with_client(client.clone()),
+            client,
             stopping: watch::channel(false).0,
             stop_request: stop,
         });
@@ -294,7 +306,11 @@ impl<A: Agent> Server<A> {
                         }
                         self.start_backlog();
                     }
-                    Err(e) => return Exit::Failed(self.failed(format!("startup failed: {e}"))),
+                    Err(e) => {
+                        let reason = format!("startup failed: {e}");
+                        self.answer_failed_startup(&reason, recv).await;
+                        return Exit::Failed(self.failed(reason));
+                    }
                 },
                 Some((name, e)) = loop_errors.recv() => {
                     let error = self.failed(format!("loop {name} failed: {e}"));
@@ -326,6 +342,65 @@ impl<A: Agent> Server<A> {
                     *recv = next_recv(&self.mailbox, delay);
                 }
             }
+        }
+    }
+
+    /// After a failed startup, answers every request waiting for the agent (the backlog, pings,
+    /// and what the mailbox delivers until it has been quiet for [`FAILED_STARTUP_QUIET`], at
+    /// most [`FAILED_STARTUP_DRAIN`]) with an error saying why, so callers do not wait for
+    /// their timeouts. Stopping then terminates the mailbox (by default), after which sends
+    /// fail with `MailboxTerminated` and the exchange answers requests it still holds (code 0).
+    async fn answer_failed_startup(&mut self, reason: &str, recv: &mut RecvFuture) {
+        let text = format!("RuntimeError: agent {reason}");
+        let mut answers: Vec<Message> = Vec::new();
+        for message in std::mem::take(&mut self.backlog) {
+            answers.extend(message.response(Body::UserError(UserError::json(text.clone()))).ok());
+        }
+        for header in std::mem::take(&mut self.ping_waiters) {
+            answers.extend(
+                header
+                    .response()
+                    .ok()
+                    .map(|h| Message { header: h, body: Body::UserError(UserError::json(text.clone())) }),
+            );
+        }
+        for answer in answers {
+            self.send_answer(answer).await;
+        }
+        let deadline = tokio::time::Instant::now() + FAILED_STARTUP_DRAIN;
+        loop {
+            let quiet = (tokio::time::Instant::now() + FAILED_STARTUP_QUIET).min(deadline);
+            let Ok(received) = tokio::time::timeout_at(quiet, &mut *recv).await else { return };
+            *recv = next_recv(&self.mailbox, None);
+            let message = match received {
+                Ok(message) => message,
+                Err(Error::Timeout { .. }) => continue,
+                Err(_) => return,
+            };
+            if !message.is_request() {
+                self.shared.client.route(message);
+                continue;
+            }
+            let answer = if message.header.check_protocol().is_err() {
+                refusal(&message, ErrorCode::IncompatibleProtocol, &self.entity)
+            } else {
+                let body = match &message.body {
+                    Body::ActionRequest(_) | Body::PingRequest => Body::UserError(UserError::json(text.clone())),
+                    Body::CancelRequest { .. } => academy_error(ErrorCode::ActionInvalidState),
+                    Body::ShutdownRequest { .. } => Body::SuccessResponse,
+                    _ => continue,
+                };
+                message.response(body)
+            };
+            if let Ok(answer) = answer {
+                self.send_answer(answer).await;
+            }
+        }
+    }
+
+    async fn send_answer(&mut self, answer: Message) {
+        if let Err(e) = self.exchange.send(answer).await {
+            tracing::debug!(error = %e, "could not send a response");
         }
     }
 
@@ -465,7 +540,8 @@ impl<A: Agent> Server<A> {
         }));
     }
 
-    /// Stops: cancels actions and loops, runs the shutdown hook, terminates per policy.
+    /// Stops: cancels actions and loops, runs the shutdown hook, stops the agents launched
+    /// alongside, terminates per policy.
     async fn stop(mut self, exit: Exit, mut recv: RecvFuture) -> Result<()> {
         self.shared.stopping.send_replace(true);
         self.loop_tasks.abort_all();
@@ -512,6 +588,7 @@ impl<A: Agent> Server<A> {
             }
         }
         drop(recv);
+        self.shared.children.stop_all().await;
         let terminate = match (&result, requested) {
             (_, Some(terminate)) => terminate,
             (Ok(()), None) => self.config.terminate_on_success,
