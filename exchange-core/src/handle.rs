@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::client::{AgentStatus, Client};
@@ -105,6 +106,24 @@ impl Handle {
     }
 
     async fn call_encoded<R: DeserializeOwned>(&self, action: &str, pargs: String, kargs: String) -> Result<R> {
+        let span = tracing::info_span!(
+            "call",
+            academy.agent_id = %self.target,
+            academy.action = action,
+            academy.action_tag = tracing::field::Empty,
+            academy.src = %self.client.id(),
+        );
+        let started = Instant::now();
+        let result = self.call_once(action, pargs, kargs).instrument(span.clone()).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        span.in_scope(|| match &result {
+            Ok(_) => tracing::debug!(latency_ms, academy.action_state = "success", "call completed"),
+            Err(e) => tracing::debug!(latency_ms, error = %e, academy.action_state = "exception", "call failed"),
+        });
+        result
+    }
+
+    async fn call_once<R: DeserializeOwned>(&self, action: &str, pargs: String, kargs: String) -> Result<R> {
         let body = Body::ActionRequest(ActionRequest {
             action: action.to_owned(),
             serialization: Strategy::Json,
@@ -167,6 +186,7 @@ impl Handle {
     async fn request(&self, body: Body, cancel_on_drop: bool) -> Result<Message> {
         let message = Message::request(self.client.id().clone(), self.target.clone(), body).with_label(self.label);
         let tag = message.header.tag;
+        tracing::Span::current().record("academy.action_tag", tracing::field::display(tag));
         let rx = self.client.expect(tag, Some(self.label))?;
         let mut guard = Waiting { handle: self, tag, cancel: false };
         self.client.exchange().send(message).await?;

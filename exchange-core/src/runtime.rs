@@ -20,12 +20,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::{AbortHandle, BoxFuture, FusedFuture, FutureExt, abortable};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::agent::{ActionFn, Actions, Agent, Context, Loops, Shared};
@@ -189,6 +190,7 @@ impl<A: Agent> Runtime<A> {
         let Runtime { agent, exchange, id, config, stop } = self;
         let entity: EntityId = id.clone().into();
         let mailbox: Arc<dyn Mailbox> = Arc::from(exchange.open_mailbox(&entity).await?);
+        tracing::info!(academy.agent_id = %id, exchange = ?exchange, "agent starting");
         let heartbeat = spawn_heartbeat(exchange.clone(), entity.clone(), config.heartbeat_interval);
         let client = Client::new(exchange.clone(), entity.clone());
         let shared = Arc::new(Shared {
@@ -254,6 +256,18 @@ fn describe<A: Agent>(agent: &A, id: &AgentId, actions: &Actions<A>) -> serde_js
         names.sort();
     }
     serde_json::json!({ "agent_id": id, "behaviors": agent.behaviors(), "actions": names })
+}
+
+/// Logs how an action ended: `debug` with its latency when it answered, `warn` with the error
+/// text when it raised (or could not run: unknown action, bad arguments).
+fn log_action_outcome(body: &Body, started: Instant) {
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match body {
+        Body::UserError(error) => {
+            tracing::warn!(latency_ms, error = %error.text(), academy.action_state = "execute_exception", "action failed");
+        }
+        _ => tracing::debug!(latency_ms, academy.action_state = "execute_success", "action completed"),
+    }
 }
 
 fn academy_error(code: ErrorCode) -> Body {
@@ -461,9 +475,12 @@ impl<A: Agent> Server<A> {
     fn start_action(&mut self, message: Message) {
         let Message { header, body: Body::ActionRequest(request) } = message else { return };
         let Ok(response_header) = header.response() else { return };
+        let span = self.action_span(&header, &request.action);
+        let started = Instant::now();
         let work = match self.action_future(&header, request) {
             Ok(work) => work,
             Err(body) => {
+                span.in_scope(|| log_action_outcome(&body, started));
                 self.send_message_later(Message { header: response_header, body });
                 return;
             }
@@ -473,13 +490,29 @@ impl<A: Agent> Server<A> {
         let exchange = self.exchange.clone();
         let tag = header.tag;
         self.running.insert(tag, (abort, header));
-        self.inflight.push(Box::pin(async move {
-            let Ok(body) = work.await else { return Done::Aborted(tag) };
+        let served = async move {
+            let Ok(body) = work.await else {
+                tracing::debug!(academy.action_state = "execute_cancelled", "action cancelled");
+                return Done::Aborted(tag);
+            };
+            log_action_outcome(&body, started);
             if let Err(e) = exchange.send(Message { header: response_header, body }).await {
                 tracing::debug!(error = %e, "could not send an action response");
             }
             Done::Finished(tag)
-        }));
+        };
+        self.inflight.push(Box::pin(served.instrument(span)));
+    }
+
+    /// The span one action request is served in, with Academy's field names.
+    fn action_span(&self, header: &Header, action: &str) -> tracing::Span {
+        tracing::info_span!(
+            "action",
+            academy.agent_id = %self.entity,
+            academy.action = action,
+            academy.action_tag = %header.tag,
+            academy.src = %header.src,
+        )
     }
 
     /// The future that computes an action's answer, or the immediate error answer.
