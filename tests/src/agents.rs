@@ -33,6 +33,8 @@ pub struct Calculator {
     pub startup_delay: Duration,
     /// Startup fails (after the delay) with this text.
     pub startup_error: Option<&'static str>,
+    /// Startup waits for this to be notified (before the delay).
+    pub startup_gate: Option<Arc<Notify>>,
 }
 
 /// Counts a slow action as cancelled when it is dropped before it finishes.
@@ -75,6 +77,9 @@ impl Agent for Calculator {
     }
 
     async fn startup(&self, _ctx: &Context<Self>) -> Result<(), BoxError> {
+        if let Some(gate) = &self.startup_gate {
+            gate.notified().await;
+        }
         tokio::time::sleep(self.startup_delay).await;
         match self.startup_error {
             Some(text) => Err(text.into()),
