@@ -17,12 +17,15 @@
 pub use exchange_core::*;
 
 #[cfg(feature = "local")]
+#[doc(inline)]
 pub use exchange_local as local;
 
 #[cfg(feature = "redis")]
+#[doc(inline)]
 pub use exchange_redis as redis;
 
 #[cfg(feature = "http")]
+#[doc(inline)]
 pub use exchange_http as http;
 
 mod connect;
