@@ -34,6 +34,10 @@ const SENT_TTL_S: u64 = 300;
 /// command), short enough to answer `503` while Redis hangs. redis-rs's default is 500 ms.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What a send reads before its script: the destination's owner, shares and state, the
+/// sender's owner and shares, and whether the sender is registered.
+type SendChecks = (Option<String>, Vec<String>, Option<String>, Option<String>, Vec<String>, bool);
+
 /// Terminate notices queued per script.
 const NOTICE_BATCH: usize = 100;
 
@@ -303,15 +307,7 @@ impl Storage for RedisStorage {
 
     async fn put(&self, caller: &Caller, header: &Header, message: Bytes) -> Result<(), ApiError> {
         let (dest, src) = (header.dest.uid(), header.src.uid());
-        #[allow(clippy::type_complexity)]
-        let (dest_owner, dest_shares, dest_state, src_owner, src_shares, src_known): (
-            Option<String>,
-            Vec<String>,
-            Option<String>,
-            Option<String>,
-            Vec<String>,
-            bool,
-        ) = redis::pipe()
+        let (dest_owner, dest_shares, dest_state, src_owner, src_shares, src_known): SendChecks = redis::pipe()
             .get(format!("owner:{dest}"))
             .smembers(format!("share:{dest}"))
             .get(format!("active:{dest}"))
