@@ -6,9 +6,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use exchange_conformance::redis_server::RedisServer;
 use exchange_core::{AgentRegistration, Body, EntityId, Error, Exchange, Message, UserId};
-use exchange_http::server::{HttpExchangeServer, ServerConfig, SpawnedServer, spawn_server};
+use exchange_http::server::{
+    Caller, HttpExchangeServer, RedisStorage, ServerConfig, SpawnedServer, Storage, spawn_server,
+};
 use exchange_http::{HttpExchange, HttpOptions, RecvMode};
 use futures::StreamExt;
 use redis::AsyncConnectionConfig;
@@ -345,4 +348,30 @@ async fn terminate_during_a_stall_is_completed_by_a_retry() {
     let counts = tag_counts(&fixture.queued(&user).await);
     assert_eq!(counts.keys().copied().collect::<BTreeSet<_>>(), tags, "one notice per request");
     assert!(counts.values().all(|&n| n == 1), "each notice once");
+}
+
+/// Messages an event stream took and did not deliver go back to the head of the queue in
+/// order, and the queue they recreate expires like any other; a terminated mailbox takes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeued_messages_keep_order_and_expire() {
+    let redis_server = RedisServer::start();
+    let storage = RedisStorage::connect(&redis_server.url(), 1 << 20, 7.0, 365.0).await.expect("connect the storage");
+    let caller = Caller::anonymous();
+    let (live, dead) = (EntityId::from(UserId::new(None)), EntityId::from(UserId::new(None)));
+    for id in [&live, &dead] {
+        storage.create(&caller, id, None).await.unwrap();
+    }
+    storage.terminate(&caller, &dead).await.unwrap();
+    let messages = vec![Bytes::from_static(b"first"), Bytes::from_static(b"second")];
+    storage.requeue(&live, messages.clone()).await.unwrap();
+    storage.requeue(&dead, messages).await.unwrap();
+
+    let mut conn = redis::Client::open(redis_server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let range = |uid: Uuid| redis::cmd("LRANGE").arg(format!("queue:{uid}")).arg(0).arg(-1).clone();
+    let queued: Vec<String> = range(live.uid()).query_async(&mut conn).await.unwrap();
+    assert_eq!(queued, ["first", "second"]);
+    let ttl: i64 = redis::cmd("TTL").arg(format!("queue:{}", live.uid())).query_async(&mut conn).await.unwrap();
+    assert!(ttl > 0, "the requeued queue expires: {ttl}");
+    let closed: Vec<String> = range(dead.uid()).query_async(&mut conn).await.unwrap();
+    assert_eq!(closed, ["<CLOSED>"], "a terminated mailbox takes nothing back");
 }
