@@ -3,8 +3,8 @@
 //! as recommended: a terminated id stays terminated when re-created (gravestone), terminate
 //! notices are sent with server authority, and a `<CLOSED>` sentinel taken by one receiver is
 //! put back for the others. Beyond Academy: a message's `src` must be a mailbox the caller may
-//! access, each send is one script (a retry of the same message within 5 minutes is not stored again),
-//! and every key written expires.
+//! access, each send is one script (a retry of the same message within 2 minutes is not stored
+//! again), and every key written expires.
 
 mod scripts;
 
@@ -27,7 +27,7 @@ const CLOSED: &str = "<CLOSED>";
 /// How long a sent message's digest is remembered (`sent:<dest>:<tag>` = its SHA-1), so that
 /// a client's retry of a send whose answer it lost is not stored twice (a different message
 /// with the same tag, e.g. a request's response, is stored).
-const SENT_TTL_S: u64 = 300;
+const SENT_TTL_S: u64 = 120;
 
 /// Response timeout of every command on the shared connection (reads, writes and scripts,
 /// each bounded in size): long enough to ride out a short Redis stall (a fork, a slow
