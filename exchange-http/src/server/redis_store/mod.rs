@@ -71,7 +71,8 @@ fn days_to_secs(days: f64) -> i64 {
 
 impl RedisStorage {
     /// Connects to `url` (`redis://host:port[/db]`). TTLs are in days (Academy's defaults: 7 for
-    /// queues and requests, 365 for status, owner, heartbeat and agent keys).
+    /// queues and requests, 365 for status, owner, heartbeat and agent keys, and here also for
+    /// counters and shares).
     ///
     /// # Errors
     /// [`exchange_core::Error::Unavailable`] if Redis does not answer.
