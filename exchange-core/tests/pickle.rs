@@ -169,6 +169,18 @@ fn hostile_structures_are_refused() {
     };
     let err = pickle::decode_value(&b64(&wide)).unwrap_err();
     assert!(err.to_string().contains("expands to more than"), "{err}");
+    // Decimal literals past Python's own 4300-digit limit (they would cost quadratic time).
+    let mut long = b"L".to_vec();
+    long.extend(std::iter::repeat_n(b'7', 5000));
+    long.extend_from_slice(b"L\n.");
+    let err = pickle::decode_value(&b64(&long)).unwrap_err();
+    assert!(err.to_string().contains("4300 digits"), "{err}");
+    // A huge int is named by its size in errors, not printed.
+    let mut huge = b"\x80\x04\x8b\x00\x00\x01\x00".to_vec();
+    huge.extend(std::iter::repeat_n(0x11, 65536));
+    huge.push(b'.');
+    let err = pickle::decode::<i64>(&b64(&huge)).unwrap_err();
+    assert!(err.to_string().contains("an integer of 524285 bits"), "{err}");
     for (bytes, expected) in [
         (&b"\x80\x04\x8c\x08builtins\x94\x8c\x04eval\x94\x93\x94\x8c\x011\x85R."[..], "builtins.eval"),
         (b"cos\nsystem\n(S'true'\ntR.", "Python 2"),

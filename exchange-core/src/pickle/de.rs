@@ -58,8 +58,10 @@ fn visit_int<'de, V: Visitor<'de>>(i: BigInt, visitor: V) -> Result<V::Value, Va
         visitor.visit_i128(small)
     } else if let Ok(small) = u128::try_from(&i) {
         visitor.visit_u128(small)
-    } else {
+    } else if i.bits() <= 512 {
         Err(ValueError(format!("the integer {i} does not fit in 128 bits")))
+    } else {
+        Err(ValueError(format!("an integer of {} bits does not fit in 128 bits", i.bits())))
     }
 }
 
@@ -98,7 +100,7 @@ impl<'de> Deserializer<'de> for Reader {
         match self.0 {
             PyValue::None => visitor.visit_unit(),
             PyValue::Tuple(items) | PyValue::List(items) if items.is_empty() => visitor.visit_unit(),
-            other => Err(ValueError(format!("expected None, got {} {other}", other.type_name()))),
+            other => Err(ValueError(format!("expected None, got a {}", other.type_name()))),
         }
     }
 
@@ -145,7 +147,7 @@ impl<'de> Deserializer<'de> for Reader {
             PyValue::Dict(pairs) if pairs.len() == 1 => visitor.visit_enum(MapAccessDeserializer::new(
                 MapDeserializer::new(pairs.into_iter().map(|(k, v)| (Reader(k), Reader(v)))),
             )),
-            other => Err(ValueError(format!("expected an enum variant name, got {} {other}", other.type_name()))),
+            other => Err(ValueError(format!("expected an enum variant name, got a {}", other.type_name()))),
         }
     }
 

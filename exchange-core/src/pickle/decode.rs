@@ -17,6 +17,9 @@ pub const MAX_DEPTH: usize = 256;
 /// Most values a pickle may expand to (shared references are copied on reading).
 pub const MAX_NODES: usize = 4_000_000;
 
+/// Longest decimal integer literal read (protocols 0 and 1), Python's own default limit.
+const MAX_DIGITS: usize = 4300;
+
 /// What a pickle could not be read as.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct DecodeError(pub(super) String);
@@ -249,6 +252,9 @@ impl<'a> Machine<'a> {
     fn big_decimal(&self, text: &str) -> Result<BigInt, DecodeError> {
         let text = text.trim();
         let text = text.strip_suffix('L').unwrap_or(text);
+        if text.len() > MAX_DIGITS {
+            return self.fail(format!("integer literal longer than {MAX_DIGITS} digits"));
+        }
         match text.parse::<BigInt>() {
             Ok(i) => Ok(i),
             Err(_) => self.fail(format!("bad integer literal {text:?}")),
