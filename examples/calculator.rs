@@ -57,6 +57,7 @@ async fn stopped() {
 
 #[tokio::main]
 async fn main() -> exchange::Result<()> {
+    exchange::init_logs(); // on stderr: stdout's first line stays the id
     let url = std::env::args().nth(1).unwrap_or_else(|| "http://127.0.0.1:5463".into());
     let manager = Manager::new(exchange::connect(&url).await?).await?;
     let calculator = manager.launch(Calculator).await?;

@@ -31,6 +31,7 @@ use crate::error::{BoxError, Result};
 use crate::exchange::{ACADEMY_AGENT_BASE, Exchange};
 use crate::handle::Handle;
 use crate::id::{AgentId, EntityId};
+use crate::manager::Manager;
 use crate::message::{ActionRequest, ActionResponse, Body, Strategy, UserError};
 use crate::payload;
 
@@ -83,6 +84,8 @@ pub(crate) struct Shared {
     pub(crate) stopping: watch::Sender<bool>,
     /// Set by [`Context::shutdown`] and the manager: `Some(terminate override)`.
     pub(crate) stop_request: Arc<watch::Sender<Option<Option<bool>>>>,
+    /// Agents launched alongside this one, stopped when it stops.
+    pub(crate) children: Manager,
 }
 
 /// What an action or loop sees: the agent (`Deref`), its id, the caller, and a way to call
@@ -149,6 +152,16 @@ impl<A> Context<A> {
     /// Transport failures.
     pub async fn discover(&self, behavior: &str, allow_subclasses: bool) -> Result<Vec<AgentId>> {
         self.exchange().discover(behavior, allow_subclasses).await
+    }
+
+    /// Launches `agent` as a child of this agent, on the same tokio runtime (Academy's
+    /// `agent_launch_alongside`). The returned handle sends from this agent's mailbox; the
+    /// child is stopped, and waited for, when this agent stops (after its shutdown hook).
+    ///
+    /// # Errors
+    /// Transport failures while registering the child.
+    pub async fn launch_alongside<B: Agent>(&self, agent: B) -> Result<Handle> {
+        self.shared.children.launch(agent).await
     }
 
     /// Asks this agent to stop (its mailbox is terminated per its policy).

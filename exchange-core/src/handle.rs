@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::client::{AgentStatus, Client};
 use crate::error::{Error, Result};
+use crate::exchange::MailboxStats;
 use crate::id::{AgentId, EntityId};
 use crate::message::{ActionRequest, Body, ErrorCode, Message, Strategy};
 use crate::payload;
@@ -27,6 +29,7 @@ pub struct Handle {
     label: Uuid,
     timeout: Option<Duration>,
     serializer: Strategy,
+    reject_on_inactive: bool,
 }
 
 impl fmt::Debug for Handle {
@@ -37,7 +40,14 @@ impl fmt::Debug for Handle {
 
 impl Handle {
     pub(crate) fn new(client: Client, target: AgentId) -> Handle {
-        Handle { client, target, label: Uuid::new_v4(), timeout: None, serializer: Strategy::Json }
+        Handle {
+            client,
+            target,
+            label: Uuid::new_v4(),
+            timeout: None,
+            serializer: Strategy::Json,
+            reject_on_inactive: false,
+        }
     }
 
     /// The agent this handle calls.
@@ -70,13 +80,23 @@ impl Handle {
         self
     }
 
+    /// This handle failing calls with [`Error::AgentInactive`] at once, instead of sending
+    /// them, when the agent's heartbeat is stale (Academy's `reject_on_inactive`: status
+    /// [`AgentStatus::Inactive`], read before each call). Pings are not checked, so a ping
+    /// can wait for an agent to come up.
+    pub fn with_reject_on_inactive(mut self, reject: bool) -> Handle {
+        self.reject_on_inactive = reject;
+        self
+    }
+
     /// Calls `action` with positional arguments `args` (a tuple, array or `()`), decoding the
     /// result as `R`.
     ///
     /// # Errors
     /// [`Error::Remote`] when the action failed (including unknown actions and argument
     /// mismatches), [`Error::ActionCancelled`], [`Error::MailboxTerminated`] when the agent is
-    /// gone, [`Error::Timeout`], [`Error::Codec`] when the result does not decode as `R`.
+    /// gone, [`Error::Timeout`], [`Error::Codec`] when the result does not decode as `R`,
+    /// [`Error::AgentInactive`] (see [`Handle::with_reject_on_inactive`]).
     pub async fn call<R: DeserializeOwned>(&self, action: &str, args: impl Serialize) -> Result<R> {
         self.call_encoded(action, self.encode_args(&args)?, self.encode_kwargs(&())?).await
     }
@@ -108,6 +128,24 @@ impl Handle {
     }
 
     async fn call_encoded<R: DeserializeOwned>(&self, action: &str, pargs: String, kargs: String) -> Result<R> {
+        let span = tracing::info_span!(
+            "call",
+            academy.agent_id = %self.target,
+            academy.action = action,
+            academy.action_tag = tracing::field::Empty,
+            academy.src = %self.client.id(),
+        );
+        let started = Instant::now();
+        let result = self.call_once(action, pargs, kargs).instrument(span.clone()).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        span.in_scope(|| match &result {
+            Ok(_) => tracing::debug!(latency_ms, academy.action_state = "success", "call completed"),
+            Err(e) => tracing::debug!(latency_ms, error = %e, academy.action_state = "exception", "call failed"),
+        });
+        result
+    }
+
+    async fn call_once<R: DeserializeOwned>(&self, action: &str, pargs: String, kargs: String) -> Result<R> {
         let body = Body::ActionRequest(ActionRequest {
             action: action.to_owned(),
             serialization: self.serializer,
@@ -116,6 +154,9 @@ impl Handle {
             pargs,
             kargs,
         });
+        if self.reject_on_inactive && self.status().await? == AgentStatus::Inactive {
+            return Err(Error::AgentInactive { id: self.target.clone().into() });
+        }
         match self.request(body, true).await?.body {
             Body::ActionResponse(response) => response.result(),
             other => Err(self.unexpected(other)),
@@ -155,10 +196,19 @@ impl Handle {
         self.client.status(&self.target).await
     }
 
+    /// The agent mailbox's message counters (Academy's `agent_stats`).
+    ///
+    /// # Errors
+    /// [`Error::BadEntityId`] for an unknown agent; transport failures.
+    pub async fn stats(&self) -> Result<MailboxStats> {
+        self.client.exchange().stats(&self.target.clone().into()).await
+    }
+
     /// Sends a request and waits for its response (within the handle's timeout).
     async fn request(&self, body: Body, cancel_on_drop: bool) -> Result<Message> {
         let message = Message::request(self.client.id().clone(), self.target.clone(), body).with_label(self.label);
         let tag = message.header.tag;
+        tracing::Span::current().record("academy.action_tag", tracing::field::display(tag));
         let rx = self.client.expect(tag, Some(self.label))?;
         let mut guard = Waiting { handle: self, tag, cancel: false };
         self.client.exchange().send(message).await?;
