@@ -19,6 +19,7 @@ use crate::exchange::MailboxStats;
 use crate::id::{AgentId, EntityId};
 use crate::message::{ActionRequest, Body, ErrorCode, Message, Strategy};
 use crate::payload;
+use crate::pickle::{self, PyValue};
 
 /// A client-side reference to one agent. Cheap to clone; clones share the label.
 #[derive(Clone)]
@@ -27,6 +28,7 @@ pub struct Handle {
     target: AgentId,
     label: Uuid,
     timeout: Option<Duration>,
+    serializer: Strategy,
     reject_on_inactive: bool,
 }
 
@@ -38,7 +40,14 @@ impl fmt::Debug for Handle {
 
 impl Handle {
     pub(crate) fn new(client: Client, target: AgentId) -> Handle {
-        Handle { client, target, label: Uuid::new_v4(), timeout: None, reject_on_inactive: false }
+        Handle {
+            client,
+            target,
+            label: Uuid::new_v4(),
+            timeout: None,
+            serializer: Strategy::Json,
+            reject_on_inactive: false,
+        }
     }
 
     /// The agent this handle calls.
@@ -55,6 +64,19 @@ impl Handle {
     /// remotely and fails with [`Error::Timeout`]).
     pub fn with_timeout(mut self, timeout: Duration) -> Handle {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// This handle with the strategy its calls encode arguments in (and ask results and
+    /// errors back in).
+    ///
+    /// The default is [`Strategy::Json`]: json is readable on the wire, needs no allow-list to
+    /// decode safely, and is what Rust agents decode fastest. Use [`Strategy::Pickle`] to call
+    /// a Python agent whose runtime accepts only pickle (`allowed_deserializers`), or whose
+    /// actions need Python types json cannot carry (tuples, sets, bytes); arguments and
+    /// results must then be Python's basic values (see [`crate::pickle`]).
+    pub fn with_serializer(mut self, serializer: Strategy) -> Handle {
+        self.serializer = serializer;
         self
     }
 
@@ -76,7 +98,7 @@ impl Handle {
     /// gone, [`Error::Timeout`], [`Error::Codec`] when the result does not decode as `R`,
     /// [`Error::AgentInactive`] (see [`Handle::with_reject_on_inactive`]).
     pub async fn call<R: DeserializeOwned>(&self, action: &str, args: impl Serialize) -> Result<R> {
-        self.call_encoded(action, encode_args(&args)?, "{}".to_owned()).await
+        self.call_encoded(action, self.encode_args(&args)?, self.encode_kwargs(&())?).await
     }
 
     /// Calls `action` with positional and keyword arguments (`kwargs` serializes as an object).
@@ -89,7 +111,7 @@ impl Handle {
         args: impl Serialize,
         kwargs: impl Serialize,
     ) -> Result<R> {
-        self.call_encoded(action, encode_args(&args)?, payload::encode(&kwargs)?).await
+        self.call_encoded(action, self.encode_args(&args)?, self.encode_kwargs(&kwargs)?).await
     }
 
     /// Calls `action` with a timeout for this call only.
@@ -126,7 +148,7 @@ impl Handle {
     async fn call_once<R: DeserializeOwned>(&self, action: &str, pargs: String, kargs: String) -> Result<R> {
         let body = Body::ActionRequest(ActionRequest {
             action: action.to_owned(),
-            serialization: Strategy::Json,
+            serialization: self.serializer,
             result_serialization: None,
             exception_serialization: None,
             pargs,
@@ -204,6 +226,44 @@ impl Handle {
         Ok(response)
     }
 
+    /// Positional arguments: a json array or a pickled tuple (`()` is empty).
+    fn encode_args(&self, args: &impl Serialize) -> Result<String> {
+        match self.serializer {
+            Strategy::Json => {
+                let text = payload::encode(args)?;
+                Ok(if text == "null" { "[]".to_owned() } else { text })
+            }
+            Strategy::Pickle => {
+                let items = match pickle::to_value(args)? {
+                    PyValue::None => Vec::new(),
+                    PyValue::Tuple(items) | PyValue::List(items) => items,
+                    other => {
+                        return Err(Error::codec(format!(
+                            "positional arguments must be a tuple or sequence, not {}",
+                            other.type_name()
+                        )));
+                    }
+                };
+                pickle::encode(&PyValue::Tuple(items))
+            }
+        }
+    }
+
+    /// Keyword arguments: an object or dict (`()` is empty).
+    fn encode_kwargs(&self, kwargs: &impl Serialize) -> Result<String> {
+        match self.serializer {
+            Strategy::Json => {
+                let text = payload::encode(kwargs)?;
+                Ok(if text == "null" { "{}".to_owned() } else { text })
+            }
+            Strategy::Pickle => match pickle::to_value(kwargs)? {
+                PyValue::None => pickle::encode(&PyValue::Dict(Vec::new())),
+                dict @ PyValue::Dict(_) => pickle::encode(&dict),
+                other => Err(Error::codec(format!("keyword arguments must be a map, not {}", other.type_name()))),
+            },
+        }
+    }
+
     /// The error a non-success response stands for.
     fn unexpected(&self, body: Body) -> Error {
         match body {
@@ -223,12 +283,6 @@ impl Handle {
             other => Error::codec(format!("unexpected {} in answer to a request", other.kind_name().unwrap_or("body"))),
         }
     }
-}
-
-/// Positional arguments as a JSON array (`()` becomes `[]`).
-fn encode_args(args: &impl Serialize) -> Result<String> {
-    let text = payload::encode(args)?;
-    Ok(if text == "null" { "[]".to_owned() } else { text })
 }
 
 /// Forgets a call when it ends; if it ends before its response (dropped, timed out), sends a

@@ -3,8 +3,9 @@
 //!
 //! - `action-request`: runs concurrently (at most [`RuntimeConfig::max_concurrency`] at once,
 //!   the rest queue), after startup; success → `action-response`, error → json
-//!   `user-error-response`, cancelled → code 3. Unknown actions and pickle payloads get a
-//!   json `user-error-response` saying so.
+//!   `user-error-response`, cancelled → code 3, each in the strategy the request asked for
+//!   (json, or pickle: see [`crate::pickle`]). Unknown actions get a `user-error-response`
+//!   saying so.
 //! - `ping-request` → `success-response` once started (code 1 if the agent stops first).
 //! - `cancel-request` → `success-response` if the target is running (it answers code 3), else
 //!   code 2.
@@ -29,15 +30,13 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::agent::{ActionFn, Actions, Agent, Context, Loops, Shared};
+use crate::agent::{ActionFn, Actions, Agent, Answer, Context, Loops, Shared};
 use crate::client::{Client, HEARTBEAT_INTERVAL, refusal, spawn_heartbeat};
 use crate::error::{BoxError, Error, Result};
 use crate::exchange::{Exchange, Mailbox};
 use crate::id::{AgentId, EntityId};
 use crate::manager::Manager;
-use crate::message::{
-    AcademyError, ActionRequest, ActionResponse, Body, ErrorCode, Header, Message, Strategy, UserError,
-};
+use crate::message::{AcademyError, ActionRequest, Body, ErrorCode, Header, Message, UserError};
 
 /// Name of the built-in action that describes an agent (Academy's `agent_describe`).
 pub const DESCRIBE_ACTION: &str = "agent_describe";
@@ -517,21 +516,14 @@ impl<A: Agent> Server<A> {
 
     /// The future that computes an action's answer, or the immediate error answer.
     fn action_future(&self, header: &Header, request: ActionRequest) -> Result<BoxFuture<'static, Body>, Body> {
-        if request.serialization == Strategy::Pickle {
-            return Err(Body::UserError(UserError::json(
-                "TypeError: this Rust agent cannot decode pickle payloads; call it with the json serializer",
-            )));
-        }
+        let answer = Answer::to(&request);
         match self.actions.get(&request.action) {
             Some(action) => Ok(action(self.context(Some(header.src.clone())), request)),
-            None if request.action == DESCRIBE_ACTION => match ActionResponse::json(&self.describe) {
-                Ok(response) => Err(Body::ActionResponse(response)),
-                Err(e) => Err(Body::UserError(UserError::json(e.to_string()))),
-            },
-            None => Err(Body::UserError(UserError::json(format!(
+            None if request.action == DESCRIBE_ACTION => Err(answer.encode(Ok(&self.describe))),
+            None => Err(answer.error(format!(
                 "AttributeError: agent {} has no action {:?} (actions: {})",
                 self.entity, request.action, self.describe["actions"]
-            )))),
+            ))),
         }
     }
 

@@ -31,7 +31,7 @@ pub use client::HttpExchange;
 pub use mailbox::HttpMailbox;
 #[cfg(feature = "client")]
 pub use options::{HttpOptions, RecvMode};
-#[cfg(feature = "server")]
-pub use server::{HttpExchangeServer, ServerConfig};
 #[cfg(all(feature = "client", feature = "server"))]
 pub use server::spawn_http_exchange;
+#[cfg(feature = "server")]
+pub use server::{HttpExchangeServer, ServerConfig};
