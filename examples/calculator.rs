@@ -5,8 +5,8 @@
 //! tuple, a set a set, bytes bytes) and `fail(message)` (raises `Exception(message)`).
 //! The URL is any that `exchange::connect` takes (default `http://127.0.0.1:5463`, an
 //! `exchange-server`). The first line of stdout is the agent's id as Academy JSON
-//! (`AgentId.model_validate_json` reads it); the agent serves until Ctrl-C, SIGTERM or the
-//! end of stdin. See docs/AGENTS.md, "Calling Rust agents from Python".
+//! (`AgentId.model_validate_json` reads it); the agent serves until Ctrl-C or SIGTERM. See
+//! docs/AGENTS.md, "Calling Rust agents from Python".
 
 use exchange::agent::{Actions, Agent};
 use exchange::{ACADEMY_AGENT_BASE, BoxError, Manager, PyValue};
@@ -32,13 +32,8 @@ impl Agent for Calculator {
     }
 }
 
-/// Completes on Ctrl-C, SIGTERM or the end of stdin.
+/// Completes on Ctrl-C or SIGTERM.
 async fn stopped() {
-    let (eof_tx, eof_rx) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
-        let _ = eof_tx.send(());
-    });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let sigterm = async {
         match term.as_mut() {
@@ -51,7 +46,6 @@ async fn stopped() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = sigterm => {}
-        _ = eof_rx => {}
     }
 }
 
