@@ -367,7 +367,7 @@ impl<A: Agent> Server<A> {
         let text = format!("RuntimeError: agent {reason}");
         let mut answers: Vec<Message> = Vec::new();
         for message in std::mem::take(&mut self.backlog) {
-            answers.extend(message.response(Body::UserError(UserError::json(text.clone()))).ok());
+            answers.extend(message.response(startup_failure(&message.body, &text)).ok());
         }
         for header in std::mem::take(&mut self.ping_waiters) {
             answers.extend(
@@ -398,7 +398,7 @@ impl<A: Agent> Server<A> {
                 refusal(&message, ErrorCode::IncompatibleProtocol, &self.entity)
             } else {
                 let body = match &message.body {
-                    Body::ActionRequest(_) | Body::PingRequest => Body::UserError(UserError::json(text.clone())),
+                    Body::ActionRequest(_) | Body::PingRequest => startup_failure(&message.body, &text),
                     Body::CancelRequest { .. } => academy_error(ErrorCode::ActionInvalidState),
                     Body::ShutdownRequest { .. } => Body::SuccessResponse,
                     _ => continue,
@@ -664,5 +664,14 @@ impl<A: Agent> Server<A> {
                 }
             }
         }
+    }
+}
+
+/// The answer of a failed agent to `request`: a user error with `text`, in the exception
+/// strategy an action request asked for (json for pings).
+fn startup_failure(request: &Body, text: &str) -> Body {
+    match request {
+        Body::ActionRequest(request) => Answer::to(request).error(text),
+        _ => Body::UserError(UserError::json(text)),
     }
 }

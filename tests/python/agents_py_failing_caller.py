@@ -17,7 +17,6 @@ import uuid
 from academy.exchange.mailbox_status import MailboxStatus
 from academy.handle import Handle
 from academy.identifier import AgentId
-from academy.serialize import SerializationStrategy
 
 from agents_common import factory_from_argv
 
@@ -42,7 +41,8 @@ async def main() -> None:
     agent_id: AgentId = AgentId(uid=uuid.UUID(sys.argv[1]))
     factory = factory_from_argv(sys.argv[2:])
     async with await factory.create_user_client(name='py-failing-caller') as client:
-        handle: Handle = Handle(agent_id, exchange=client, request_serializer=SerializationStrategy.JSON)
+        # Academy's defaults: pickled requests, so the error comes back as a pickled exception.
+        handle: Handle = Handle(agent_id, exchange=client)
         await timed_call('waiting', handle)
         deadline = time.monotonic() + CALL_TIMEOUT
         while await client.status(agent_id) != MailboxStatus.TERMINATED:
