@@ -3,7 +3,7 @@
 //! (written straight to Redis here, in its layout) are added by the reconcile pass, and
 //! terminated agents leave it. Each test runs a private `redis-server`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use exchange_conformance::redis_server::RedisServer;
@@ -17,8 +17,12 @@ const INDEX: &str = "exchange-server:agents";
 const RECONCILE_WITHIN: Duration = Duration::from_secs(30);
 
 async fn server(redis: &RedisServer) -> SpawnedServer {
+    server_reconciling_every(redis, 0.2).await
+}
+
+async fn server_reconciling_every(redis: &RedisServer, interval_s: f64) -> SpawnedServer {
     let config = ServerConfig::from_toml(&format!(
-        "port = 0\n[backend]\nkind = \"redis\"\nhostname = \"127.0.0.1\"\nport = {}\nreconcile_interval_s = 0.2\n",
+        "port = 0\n[backend]\nkind = \"redis\"\nhostname = \"127.0.0.1\"\nport = {}\nreconcile_interval_s = {interval_s}\n",
         redis.port()
     ))
     .expect("config");
@@ -27,7 +31,9 @@ async fn server(redis: &RedisServer) -> SpawnedServer {
 
 async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(redis.url()).expect("redis url");
-    client.get_multiplexed_async_connection().await.expect("connect to redis")
+    // redis-rs's default 500 ms response timeout is too short for a loaded machine.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(RECONCILE_WITHIN));
+    client.get_multiplexed_async_connection_with_config(&config).await.expect("connect to redis")
 }
 
 /// Writes agents as Academy's server registers them (no index entry), pipelined.
@@ -43,6 +49,18 @@ async fn write_academy_agents(conn: &mut redis::aio::MultiplexedConnection, uids
     }
 }
 
+/// Calls per command so far (`INFO commandstats`), e.g. `"mget"`.
+async fn calls(conn: &mut redis::aio::MultiplexedConnection) -> HashMap<String, u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
 async fn indexed(conn: &mut redis::aio::MultiplexedConnection, uid: Uuid) -> bool {
     let score: Option<f64> = redis::cmd("ZSCORE").arg(INDEX).arg(uid.to_string()).query_async(conn).await.unwrap();
     score.is_some()
@@ -53,14 +71,15 @@ async fn discover_uids(client: &HttpExchange, name: &str) -> Vec<Uuid> {
 }
 
 /// 20,000 agents: discover answers every one, the server's own registrations in their order
-/// after the ones indexed before them, and well under the 3.2 s a keyspace scan took.
+/// after the ones indexed before them, with a few pipelined reads and no keyspace scan.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discover_reads_the_index_in_registration_order() {
     let redis = RedisServer::start();
     let mut conn = redis_conn(&redis).await;
     let seeded: Vec<Uuid> = (0..19_950).map(|_| Uuid::new_v4()).collect();
     write_academy_agents(&mut conn, &seeded, "test.Indexed,academy.agent.Agent").await;
-    let server = server(&redis).await;
+    // The start-up pass only: no reconcile scans while discover is measured.
+    let server = server_reconciling_every(&redis, 3600.0).await;
     let client = server.client();
     // The start-up reconcile indexes the seeded agents.
     let started = Instant::now();
@@ -79,14 +98,24 @@ async fn discover_reads_the_index_in_registration_order() {
     }
     let other = client.register_agent(AgentRegistration::new(["test.Other", "academy.agent.Agent"])).await.unwrap();
 
+    let before = calls(&mut conn).await;
     let started = Instant::now();
     let found = discover_uids(client, "test.Indexed").await;
     let elapsed = started.elapsed();
+    let after = calls(&mut conn).await;
+    let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+    assert_eq!(delta("scan"), 0, "discover scans no keyspace");
+    // (The marker watcher's script may GET once meanwhile.)
+    assert!(delta("get") + delta("smembers") < 10, "no command per agent");
+    // One ZRANGE, and MGETs of 1,000 keys: names of the 20,001 indexed (21), then status and
+    // owner of the 20,000 that match (2 × 20).
+    assert_eq!((delta("zrange"), delta("mget")), (1, 61));
     assert_eq!(found.len(), 20_000);
     assert_eq!(found[19_950..], ours[..], "the server's registrations, in order, last");
     assert_eq!(found[..19_950].iter().collect::<HashSet<_>>(), seeded.iter().collect::<HashSet<_>>());
-    // Release: ~30 ms (docs/PERFORMANCE.md); a debug build on a busy machine gets a margin.
-    assert!(elapsed < Duration::from_millis(2500), "discover of 20,000 agents took {elapsed:?}");
+    // Release: the figure in docs/PERFORMANCE.md; a debug build on a loaded 2-core machine
+    // (the server and this client parse 20,000 ids unoptimised) gets a wide margin.
+    assert!(elapsed < Duration::from_secs(20), "discover of 20,000 agents took {elapsed:?}");
     assert_eq!(discover_uids(client, "test.Indexed").await, found, "the same order every time");
     assert_eq!(discover_uids(client, "test.Other").await, vec![other.uid()]);
     let with_bases = client.discover("academy.agent.Agent", true).await.unwrap();

@@ -332,7 +332,8 @@ impl Storage for RedisStorage {
         self.refresh_gravestone_ttls(&mut pipe, uid);
         pipe.query_async::<()>(&mut self.conn()).await.map_err(store_error)?;
         if is_agent {
-            // After the `agent:` key: an indexed agent always has its names.
+            // After the `agent:` key: an indexed agent always has its names. Should this fail,
+            // the reconcile pass indexes the agent.
             index::add(&mut self.conn(), uid).await.map_err(store_error)?;
         }
         Ok(())
