@@ -644,6 +644,8 @@ backup_count = 3
             ("[auth]\nmethod = \"globus\"\n[auth.kwargs]\nclient_id = \"ABC\"", "globus"),
             ("[backend]\n[backend.kwargs]\nretry_on_timeout = true", "retry_on_timeout"),
             ("[logger]\nlogfile_size = 3", "logfile_size"),
+            ("[backend]\ncommand_timeout_s = 0", "command_timeout_s must be a number of seconds above 0"),
+            ("[backend]\nreconcile_interval_s = 1e19", "reconcile_interval_s must be a number of seconds above 0"),
         ];
         for (toml, reason) in cases {
             match ServerConfig::from_toml(toml) {
