@@ -70,6 +70,7 @@ impl Agent for Worker {
 
 #[tokio::main]
 async fn main() -> exchange::Result<()> {
+    exchange::init_logs();
     let url = std::env::args().nth(1).or_else(|| std::env::var("EXCHANGE_URL").ok()).unwrap_or("local://".into());
     let manager = Manager::new(exchange::connect(&url).await?).await?;
     let worker = manager.launch(Worker::default()).await?;

@@ -24,6 +24,7 @@ impl Agent for Squarer {
 
 #[tokio::main]
 async fn main() -> exchange::Result<()> {
+    exchange::init_logs();
     let mut args = std::env::args().skip(1);
     let url = args.next().or_else(|| std::env::var("EXCHANGE_URL").ok()).unwrap_or("local://".into());
     let count: u64 = args.next().and_then(|c| c.parse().ok()).unwrap_or(100);

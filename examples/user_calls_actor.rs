@@ -36,6 +36,7 @@ impl Agent for Counter {
 
 #[tokio::main]
 async fn main() -> exchange::Result<()> {
+    exchange::init_logs();
     let url = std::env::args().nth(1).or_else(|| std::env::var("EXCHANGE_URL").ok()).unwrap_or("local://".into());
     let manager = Manager::new(exchange::connect(&url).await?).await?;
     let counter = manager.launch(Counter::default()).await?;

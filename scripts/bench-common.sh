@@ -8,7 +8,7 @@ It lives in shared/bench/ beside the project in our workspace. Point the script 
   ANCHOR=/path/to/academy_bench.py $0
 The academy-py venv is made by scripts/academy-venv.sh (target/academy-venv); use another with
   ACADEMY_VENV=/path/to/venv $0
-To measure our side alone: cargo run --release --features full --bin bench -- --help
+To measure our side alone: cargo run --profile dist --features bench --bin bench -- --help
 MSG
   exit 2
 fi

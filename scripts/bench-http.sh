@@ -21,8 +21,8 @@ port_py="${PORT_PY:-8794}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 work="$(mktemp -d -t bench-http.XXXXXX)"
 
-cargo build -q --release --manifest-path "$root/Cargo.toml" --features full --bin bench
-cargo build -q --release --manifest-path "$root/Cargo.toml" -p exchange-http --bin exchange-server
+cargo build -q --profile dist --manifest-path "$root/Cargo.toml" --features bench --bin bench
+cargo build -q --profile dist --manifest-path "$root/Cargo.toml" -p academy-exchange-http --bin exchange-server
 
 rs_pid="" ; py_pid=""
 stop_servers() {
@@ -47,7 +47,7 @@ wait_port() {
 }
 
 # Our server: 1 MiB payloads fit its default 2 MiB message limit.
-RUST_LOG=warn "$target/release/exchange-server" --host 127.0.0.1 --port "$port_rs" >"$work/rs.log" 2>&1 &
+RUST_LOG=warn "$target/dist/exchange-server" --host 127.0.0.1 --port "$port_rs" >"$work/rs.log" 2>&1 &
 rs_pid=$!
 printf 'host = "127.0.0.1"\nport = %s\n[backend]\nkind = "python"\n' "$port_py" >"$work/academy.toml"
 "$python" -m academy.exchange.cloud --config "$work/academy.toml" >"$work/py.log" 2>&1 &
@@ -57,24 +57,24 @@ wait_port "$port_py"
 
 : >"$out"
 for rep in $(seq 0 $((reps - 1))); do
-  "$target/release/bench" --backend http --url "http://127.0.0.1:$port_rs" --label http-rs-rs \
+  "$target/dist/bench" --backend http --url "http://127.0.0.1:$port_rs" --label http-rs-rs \
     --scenario "$scenarios" --server-pids "$rs_pid" --rep "$rep" | tee -a "$out"
   # Academy's server caps bodies at 1 MiB and messages at 512 KiB: payloads up to 256 KiB.
-  "$target/release/bench" --backend http --url "http://127.0.0.1:$port_py" --label http-rs-py \
+  "$target/dist/bench" --backend http --url "http://127.0.0.1:$port_py" --label http-rs-py \
     --scenario "$scenarios" --sizes 1024,65536,262144 --server-pids "$py_pid" --rep "$rep" | tee -a "$out"
   # academy-py's client reads event-stream lines of at most 512 KiB (aiohttp), whatever the server.
   "$python" "$anchor" --backend http --http-url "http://127.0.0.1:$port_rs" --label http-py-rs \
     --scenario "$scenarios" --sizes 1024,65536,262144 --server-pids "$rs_pid" --rep "$rep" 2>/dev/null | tee -a "$out"
   "$python" "$anchor" --backend http --http-url "http://127.0.0.1:$port_py" --label http-py-py \
     --scenario "$scenarios" --sizes 1024,65536,262144 --server-pids "$py_pid" --rep "$rep" 2>/dev/null | tee -a "$out"
-  "$target/release/bench" --backend http --url "http://127.0.0.1:$port_rs" --label http-rs-rs-longpoll \
+  "$target/dist/bench" --backend http --url "http://127.0.0.1:$port_rs" --label http-rs-rs-longpoll \
     --recv-mode longpoll --scenario throughput,rtt,fanin --server-pids "$rs_pid" --rep "$rep" | tee -a "$out"
   "$python" "$anchor" --backend http --http-url "http://127.0.0.1:$port_py" --label http-py-py-longpoll \
     --recv-mode longpoll --scenario throughput,rtt,fanin --server-pids "$py_pid" --rep "$rep" 2>/dev/null | tee -a "$out"
 done
 kill "$rs_pid" && wait "$rs_pid" 2>/dev/null || true
-RUST_LOG=warn "$target/release/exchange-server" --host 127.0.0.1 --port "$port_rs" >"$work/rs-memory.log" 2>&1 &
+RUST_LOG=warn "$target/dist/exchange-server" --host 127.0.0.1 --port "$port_rs" >"$work/rs-memory.log" 2>&1 &
 rs_pid=$!
 wait_port "$port_rs"
-"$target/release/bench" --backend http --url "http://127.0.0.1:$port_rs" --scenario memory --server-pids "$rs_pid" | tee -a "$out"
+"$target/dist/bench" --backend http --url "http://127.0.0.1:$port_rs" --scenario memory --server-pids "$rs_pid" | tee -a "$out"
 "$python" "$root/scripts/bench_summary.py" "$out" >&2

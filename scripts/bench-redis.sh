@@ -15,12 +15,12 @@ reps="${REPS:-3}"
 scenarios="${SCENARIOS:-throughput,rtt,payload,fanin}"
 out="${OUT:-$root/target/bench-redis.jsonl}"
 port="${PORT:-6395}"
-features="${FEATURES:-full}"
+features="${FEATURES:-bench}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 command -v redis-server >/dev/null || { echo "redis-server not found: apt-get install redis-server" >&2; exit 1; }
 work="$(mktemp -d -t bench-redis.XXXXXX)"
 
-cargo build -q --release --manifest-path "$root/Cargo.toml" --features "$features" --bin bench
+cargo build -q --profile dist --manifest-path "$root/Cargo.toml" --features "$features" --bin bench
 
 redis_pid=""
 stop_server() {
@@ -46,7 +46,7 @@ flush() { redis-cli -p "$port" flushall >/dev/null; }
 : > "$out"
 for rep in $(seq 0 $((reps - 1))); do
   flush
-  "$target/release/bench" --backend redis --url "redis://127.0.0.1:$port" --scenario "$scenarios" \
+  "$target/dist/bench" --backend redis --url "redis://127.0.0.1:$port" --scenario "$scenarios" \
     --rep "$rep" --server-pids "$redis_pid" | grep -v '"invocation"' | tee -a "$out"
   flush
   "$python" "$anchor" --backend redis --redis-port "$port" --label academy-redis --scenario "$scenarios" \

@@ -166,7 +166,8 @@ impl<S: DeserializeOwned> AgentFile<S> {
 
 /// Runs the agent a file describes until it stops (a shutdown request, a failure after its
 /// restarts) or the process gets Ctrl-C; `factory` builds the agent from the settings (again
-/// for each restart).
+/// for each restart). With the `logs` feature it first installs `init_logs`'s subscriber
+/// (unless the program has one), so the agent's start line and failures are visible.
 ///
 /// # Errors
 /// [`Error::Config`] for a bad file or URL, connection errors, and the agent's failure.
@@ -199,6 +200,8 @@ where
     S: DeserializeOwned + Send + 'static,
     F: FnMut(&S) -> A + Send + 'static,
 {
+    #[cfg(feature = "logs")]
+    crate::init_logs();
     let options = file.options();
     let exchange = crate::connect_with(&file.exchange, &file.connect).await?;
     let manager = Manager::new(exchange).await?;

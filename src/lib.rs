@@ -11,23 +11,31 @@
 //! | `full` | all of the above | |
 //!
 //! [`connect`] picks the backend from a URL, so the same code runs on every transport;
-//! [`connect_with`] adds credentials and TLS settings ([`ConnectOptions`]).
+//! [`connect_with`] adds credentials and TLS settings ([`ConnectOptions`]). With the `logs`
+//! feature (default), [`init_logs`] shows the framework's logs (`RUST_LOG`, default `info`).
 
 pub use exchange_core::*;
 
 #[cfg(feature = "local")]
+#[doc(inline)]
 pub use exchange_local as local;
 
 #[cfg(feature = "redis")]
+#[doc(inline)]
 pub use exchange_redis as redis;
 
 #[cfg(feature = "http")]
+#[doc(inline)]
 pub use exchange_http as http;
 
 mod connect;
 pub mod launch;
+#[cfg(feature = "logs")]
+mod logs;
 
 pub use connect::{ConnectOptions, connect, connect_with};
+#[cfg(feature = "logs")]
+pub use logs::init_logs;
 
 /// The README's Rust snippets, compiled as doctests so they stay true.
 #[cfg(doctest)]

@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use tokio::sync::{Notify, watch};
 
 use crate::client::Client;
@@ -31,7 +31,8 @@ use crate::error::{BoxError, Result};
 use crate::exchange::{ACADEMY_AGENT_BASE, Exchange};
 use crate::handle::Handle;
 use crate::id::{AgentId, EntityId};
-use crate::message::{ActionRequest, ActionResponse, Body, UserError};
+use crate::manager::Manager;
+use crate::message::{ActionRequest, ActionResponse, Body, Strategy, UserError};
 use crate::payload;
 
 /// A stateful actor: actions callers invoke, loops that run on their own, and lifecycle hooks.
@@ -83,6 +84,8 @@ pub(crate) struct Shared {
     pub(crate) stopping: watch::Sender<bool>,
     /// Set by [`Context::shutdown`] and the manager: `Some(terminate override)`.
     pub(crate) stop_request: Arc<watch::Sender<Option<Option<bool>>>>,
+    /// Agents launched alongside this one, stopped when it stops.
+    pub(crate) children: Manager,
 }
 
 /// What an action or loop sees: the agent (`Deref`), its id, the caller, and a way to call
@@ -151,6 +154,16 @@ impl<A> Context<A> {
         self.exchange().discover(behavior, allow_subclasses).await
     }
 
+    /// Launches `agent` as a child of this agent, on the same tokio runtime (Academy's
+    /// `agent_launch_alongside`). The returned handle sends from this agent's mailbox; the
+    /// child is stopped, and waited for, when this agent stops (after its shutdown hook).
+    ///
+    /// # Errors
+    /// Transport failures while registering the child.
+    pub async fn launch_alongside<B: Agent>(&self, agent: B) -> Result<Handle> {
+        self.shared.children.launch(agent).await
+    }
+
     /// Asks this agent to stop (its mailbox is terminated per its policy).
     pub fn shutdown(&self) {
         self.shared.stop_request.send_if_modified(|request| {
@@ -208,10 +221,11 @@ impl<A: Send + Sync + 'static> Actions<A> {
             if let Err(error) = no_kwargs(&action_name, &request) {
                 return Box::pin(std::future::ready(error));
             }
-            match decode_args::<P>(&action_name, &request.pargs) {
+            match decode_args::<P>(&action_name, &request) {
                 Ok(args) => {
                     let running = action(ctx, args);
-                    Box::pin(async move { encode_result(running.await) })
+                    let answer = Answer::to(&request);
+                    Box::pin(async move { answer.encode(running.await) })
                 }
                 Err(error) => Box::pin(std::future::ready(error)),
             }
@@ -232,14 +246,15 @@ impl<A: Send + Sync + 'static> Actions<A> {
     {
         let action_name = name.to_owned();
         let f: ActionFn<A> = Arc::new(move |ctx, request| {
-            let args = decode_args::<P>(&action_name, &request.pargs);
-            let kwargs = payload::decode::<K>(&request.kargs).map_err(|e| {
-                Body::UserError(UserError::json(format!("TypeError: bad keyword arguments for {action_name}: {e}")))
-            });
+            let answer = Answer::to(&request);
+            let args = decode_args::<P>(&action_name, &request);
+            let kwargs = request
+                .kwargs::<K>()
+                .map_err(|e| answer.error(format!("TypeError: bad keyword arguments for {action_name}: {e}")));
             match (args, kwargs) {
                 (Ok(args), Ok(kwargs)) => {
                     let running = action(ctx, args, kwargs);
-                    Box::pin(async move { encode_result(running.await) })
+                    Box::pin(async move { answer.encode(running.await) })
                 }
                 (Err(error), _) | (_, Err(error)) => Box::pin(std::future::ready(error)),
             }
@@ -258,30 +273,54 @@ impl<A: Send + Sync + 'static> Actions<A> {
 
 fn no_kwargs(action: &str, request: &ActionRequest) -> Result<(), Body> {
     let kargs = request.kargs.trim();
-    if kargs == "{}"
-        || kargs.is_empty()
-        || payload::decode::<HashMap<String, serde_json::Value>>(kargs).is_ok_and(|m| m.is_empty())
+    if kargs == "{}" || kargs.is_empty() || request.kwargs::<HashMap<String, IgnoredAny>>().is_ok_and(|m| m.is_empty())
     {
         Ok(())
     } else {
-        Err(Body::UserError(UserError::json(format!("TypeError: {action}() takes no keyword arguments"))))
+        Err(Answer::to(request).error(format!("TypeError: {action}() takes no keyword arguments")))
     }
 }
 
-/// Decodes positional arguments; `[]` also decodes as `()` (unit reads `null` in serde).
-fn decode_args<P: DeserializeOwned>(action: &str, pargs: &str) -> Result<P, Body> {
-    payload::decode::<P>(pargs)
-        .or_else(|e| if pargs.trim() == "[]" { payload::decode::<P>("null").map_err(|_| e) } else { Err(e) })
-        .map_err(|e| Body::UserError(UserError::json(format!("TypeError: bad arguments for {action}: {e}"))))
+/// Decodes positional arguments; json `[]` also decodes as `()` (unit reads `null` in serde).
+fn decode_args<P: DeserializeOwned>(action: &str, request: &ActionRequest) -> Result<P, Body> {
+    request
+        .args::<P>()
+        .or_else(|e| match request.serialization {
+            Strategy::Json if request.pargs.trim() == "[]" => payload::decode::<P>("null").map_err(|_| e),
+            _ => Err(e),
+        })
+        .map_err(|e| Answer::to(request).error(format!("TypeError: bad arguments for {action}: {e}")))
 }
 
-fn encode_result<R: Serialize>(result: Result<R, BoxError>) -> Body {
-    match result {
-        Ok(value) => match ActionResponse::json(&value) {
+/// How to answer one request: the result and exception strategies it asked for.
+#[derive(Clone, Copy)]
+pub(crate) struct Answer {
+    result: Strategy,
+    exception: Strategy,
+}
+
+impl Answer {
+    /// The strategies `request` asked for (Academy's rules).
+    pub(crate) fn to(request: &ActionRequest) -> Answer {
+        Answer {
+            result: request.effective_result_serialization(),
+            exception: request.effective_exception_serialization(),
+        }
+    }
+
+    /// A `user-error-response` carrying `text`.
+    pub(crate) fn error(self, text: impl Into<String>) -> Body {
+        Body::UserError(UserError::new(self.exception, text))
+    }
+
+    /// The response to an action's outcome.
+    pub(crate) fn encode<R: Serialize>(self, result: Result<R, BoxError>) -> Body {
+        match result.map_err(|e| e.to_string()).and_then(|value| {
+            ActionResponse::new(self.result, &value).map_err(|e| format!("TypeError: cannot encode the result: {e}"))
+        }) {
             Ok(response) => Body::ActionResponse(response),
-            Err(e) => Body::UserError(UserError::json(e.to_string())),
-        },
-        Err(e) => Body::UserError(UserError::json(e.to_string())),
+            Err(text) => self.error(text),
+        }
     }
 }
 

@@ -13,7 +13,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What went wrong, independent of the transport.
 ///
 /// Match on the variant, never on the text: the conformance suite asserts variants.
-#[derive(Debug, thiserror::Error)]
+/// `Debug` prints the same text as `Display`, so `fn main() -> exchange::Result<()>` reports
+/// a failure readably.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The mailbox does not exist (Academy's `BadEntityIdError`; HTTP 404).
@@ -113,6 +115,13 @@ pub enum Error {
         /// The user mailbox.
         id: EntityId,
     },
+    /// The agent's heartbeat is stale and the handle rejects calls to inactive agents
+    /// (Academy's `AgentInactiveError`).
+    #[error("agent {id} is inactive; the handle is configured to reject actions when the agent is inactive")]
+    AgentInactive {
+        /// The agent.
+        id: EntityId,
+    },
     /// An agent stopped because its startup, a loop or its shutdown failed.
     #[error("agent {id} failed: {message}")]
     AgentFailed {
@@ -121,6 +130,12 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl Error {
@@ -143,5 +158,21 @@ impl Error {
     /// queue once its reader catches up.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Unavailable { .. } | Error::QueueFull { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+    use crate::id::AgentId;
+
+    #[test]
+    fn debug_reads_like_display() {
+        let id = AgentId::new(None);
+        let failed = Error::AgentFailed { id: id.clone().into(), message: "startup failed:\nno database".into() };
+        assert_eq!(format!("{failed:?}"), format!("agent {id} failed: startup failed:\nno database"));
+        let down = Error::unavailable("redis", "connection refused");
+        assert_eq!(format!("{down:?}"), "redis transport failed: connection refused");
+        assert_eq!(format!("{:?}", Error::ActionCancelled), "action cancelled");
     }
 }

@@ -13,6 +13,7 @@ pub mod id;
 pub mod manager;
 pub mod message;
 pub mod payload;
+pub mod pickle;
 pub mod redact;
 pub mod runtime;
 pub mod wait;
@@ -30,6 +31,7 @@ pub use message::{
     AcademyError, ActionRequest, ActionResponse, ActionResult, Body, ErrorCode, Header, LIBRARY_VERSION, Message,
     MessageKind, PROTOCOL_VERSION, RawBody, Strategy, UserError,
 };
+pub use pickle::PyValue;
 pub use redact::redact_url;
 pub use runtime::{Runtime, RuntimeConfig};
 pub use uuid::Uuid;

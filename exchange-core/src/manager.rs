@@ -94,6 +94,11 @@ impl Manager {
         Ok(Manager { client: Client::user(exchange, Some("manager")).await?, agents: Arc::default() })
     }
 
+    /// A manager whose handles send from `client` (an agent's own, for its children).
+    pub(crate) fn with_client(client: Client) -> Manager {
+        Manager { client, agents: Arc::default() }
+    }
+
     /// The user client handles are created from.
     pub fn client(&self) -> &Client {
         &self.client
@@ -248,6 +253,12 @@ impl Manager {
     /// # Errors
     /// Transport failures while closing the client.
     pub async fn close(&self) -> Result<()> {
+        self.stop_all().await;
+        self.client.close().await
+    }
+
+    /// Stops every managed agent and waits for them.
+    pub(crate) async fn stop_all(&self) {
         let ids: Vec<AgentId> = self.agents.lock().keys().cloned().collect();
         for id in &ids {
             let _ = self.shutdown(id, None);
@@ -255,6 +266,5 @@ impl Manager {
         for id in &ids {
             let _ = self.wait(id, None).await;
         }
-        self.client.close().await
     }
 }

@@ -132,9 +132,10 @@ fn is_compatible(version: &str) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
-    /// JSON text (the only strategy a Rust peer can decode).
+    /// JSON text.
     Json,
-    /// Base64 of Python pickle bytes: carried through opaquely, never decoded here.
+    /// Base64 of Python pickle bytes (Academy's default); only basic values are read, see
+    /// [`crate::pickle`].
     Pickle,
 }
 
@@ -187,19 +188,17 @@ impl ActionRequest {
     /// Decodes the positional arguments.
     ///
     /// # Errors
-    /// [`Error::Codec`] for pickle payloads or text that does not decode into `T`.
+    /// [`Error::Codec`] for text that does not decode into `T`.
     pub fn args<T: DeserializeOwned>(&self) -> Result<T> {
-        self.require_json()?;
-        payload::decode(&self.pargs)
+        payload::decode_as(self.serialization, &self.pargs)
     }
 
     /// Decodes the keyword arguments.
     ///
     /// # Errors
-    /// [`Error::Codec`] for pickle payloads or text that does not decode into `T`.
+    /// [`Error::Codec`] for text that does not decode into `T`.
     pub fn kwargs<T: DeserializeOwned>(&self) -> Result<T> {
-        self.require_json()?;
-        payload::decode(&self.kargs)
+        payload::decode_as(self.serialization, &self.kargs)
     }
 
     /// The strategy the response must use.
@@ -207,11 +206,10 @@ impl ActionRequest {
         self.result_serialization.unwrap_or(self.serialization)
     }
 
-    fn require_json(&self) -> Result<()> {
-        match self.serialization {
-            Strategy::Json => Ok(()),
-            Strategy::Pickle => Err(Error::codec("pickle payloads are opaque to this library; use the json strategy")),
-        }
+    /// The strategy an error response must use (Academy: the exception strategy, else the
+    /// result strategy).
+    pub fn effective_exception_serialization(&self) -> Strategy {
+        self.exception_serialization.unwrap_or(self.effective_result_serialization())
     }
 }
 
@@ -264,22 +262,30 @@ impl ActionResponse {
     /// # Errors
     /// [`Error::Codec`] if the value cannot be encoded.
     pub fn json(value: &impl Serialize) -> Result<Self> {
-        Ok(ActionResponse { result: ActionResult::Serialized(payload::encode(value)?), serialization: Strategy::Json })
+        Self::new(Strategy::Json, value)
+    }
+
+    /// A response carrying `value` encoded with `serialization`.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] if the value cannot be encoded.
+    pub fn new(serialization: Strategy, value: &impl Serialize) -> Result<Self> {
+        Ok(ActionResponse {
+            result: ActionResult::Serialized(payload::encode_as(serialization, value)?),
+            serialization,
+        })
     }
 
     /// Decodes the result.
     ///
     /// # Errors
-    /// [`Error::Codec`] for pickle payloads or text that does not decode into `T`.
+    /// [`Error::Codec`] for text that does not decode into `T`.
     pub fn result<T: DeserializeOwned>(&self) -> Result<T> {
-        match (&self.result, self.serialization) {
-            (ActionResult::Literal(value), _) => {
+        match &self.result {
+            ActionResult::Literal(value) => {
                 T::deserialize(value).map_err(|e| Error::codec(format!("cannot decode result: {e}")))
             }
-            (ActionResult::Serialized(text), Strategy::Json) => payload::decode(text),
-            (ActionResult::Serialized(_), Strategy::Pickle) => {
-                Err(Error::codec("pickle payloads are opaque to this library; use the json strategy"))
-            }
+            ActionResult::Serialized(text) => payload::decode_as(self.serialization, text),
         }
     }
 }
@@ -354,12 +360,29 @@ impl UserError {
         UserError { serialization: Strategy::Json, exception }
     }
 
-    /// The error text: `exception_str` of a json-encoded exception, else the raw payload.
+    /// An error carrying `text` in `serialization`: json as [`UserError::json`], pickle as a
+    /// builtin exception (see [`crate::pickle::encode_exception`]).
+    pub fn new(serialization: Strategy, text: impl Into<String>) -> Self {
+        match serialization {
+            Strategy::Json => Self::json(text),
+            Strategy::Pickle => UserError { serialization, exception: crate::pickle::encode_exception(&text.into()) },
+        }
+    }
+
+    /// The error text: `exception_str` of a json-encoded exception, `Class: message` of a
+    /// pickled one, else the raw payload.
     pub fn text(&self) -> String {
-        if self.serialization == Strategy::Json {
-            if let Ok(serde_json::Value::Object(map)) = payload::decode::<serde_json::Value>(&self.exception) {
-                if let Some(serde_json::Value::String(text)) = map.get("exception_str") {
-                    return text.clone();
+        match self.serialization {
+            Strategy::Json => {
+                if let Ok(serde_json::Value::Object(map)) = payload::decode::<serde_json::Value>(&self.exception) {
+                    if let Some(serde_json::Value::String(text)) = map.get("exception_str") {
+                        return text.clone();
+                    }
+                }
+            }
+            Strategy::Pickle => {
+                if let Ok(text) = crate::pickle::exception_text(&self.exception) {
+                    return text;
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! The `json` serialization strategy: payload text written the way Python's `json.dumps` writes it.
+//! Payload text: the `json` strategy, written the way Python's `json.dumps` writes it, and
+//! [`encode_as`]/[`decode_as`] for either strategy (`pickle` lives in [`crate::pickle`]).
 //!
 //! Academy puts encoded payloads (`pargs`, `kargs`, results, exceptions) into messages as
 //! *strings*. Peers compare and decode those strings, so we keep them as received and only
@@ -12,6 +13,8 @@ use serde::de::DeserializeOwned;
 use serde_json::ser::Formatter;
 
 use crate::error::{Error, Result};
+use crate::message::Strategy;
+use crate::pickle;
 
 /// Encodes a value as JSON text with Python's default `json.dumps` formatting.
 ///
@@ -40,6 +43,28 @@ pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T> {
         };
         Error::codec(format!("cannot decode JSON payload: {e}{hint}"))
     })
+}
+
+/// Encodes a value with `strategy`.
+///
+/// # Errors
+/// [`Error::Codec`] if the value cannot be represented in that strategy.
+pub fn encode_as<T: Serialize + ?Sized>(strategy: Strategy, value: &T) -> Result<String> {
+    match strategy {
+        Strategy::Json => encode(value),
+        Strategy::Pickle => pickle::encode(value),
+    }
+}
+
+/// Decodes payload text written with `strategy`.
+///
+/// # Errors
+/// [`Error::Codec`] naming what was wrong.
+pub fn decode_as<T: DeserializeOwned>(strategy: Strategy, text: &str) -> Result<T> {
+    match strategy {
+        Strategy::Json => decode(text),
+        Strategy::Pickle => pickle::decode(text),
+    }
 }
 
 /// `serde_json` formatter that reproduces Python's `json.dumps` defaults.

@@ -3,13 +3,17 @@
 //!
 //! - `action-request`: runs concurrently (at most [`RuntimeConfig::max_concurrency`] at once,
 //!   the rest queue), after startup; success → `action-response`, error → json
-//!   `user-error-response`, cancelled → code 3. Unknown actions and pickle payloads get a
-//!   json `user-error-response` saying so.
+//!   `user-error-response`, cancelled → code 3, each in the strategy the request asked for
+//!   (json, or pickle: see [`crate::pickle`]). Unknown actions get a `user-error-response`
+//!   saying so.
 //! - `ping-request` → `success-response` once started (code 1 if the agent stops first).
 //! - `cancel-request` → `success-response` if the target is running (it answers code 3), else
 //!   code 2.
 //! - `shutdown-request` → `success-response`, then the agent stops (honouring `terminate`).
 //! - Requests with an incompatible protocol version → code 5.
+//! - Startup failed: every waiting request, and those arriving until the mailbox is quiet, get
+//!   a json `user-error-response` saying why (Academy issue #288: callers must not wait for
+//!   their timeouts); then the mailbox is terminated (by default), so later sends fail fast.
 //! - Responses go to the agent's own handles (calls to other agents).
 //!
 //! Actions run inside the listener task (no task per call); loops run on their own tasks.
@@ -17,22 +21,22 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::{AbortHandle, BoxFuture, FusedFuture, FutureExt, abortable};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::agent::{ActionFn, Actions, Agent, Context, Loops, Shared};
+use crate::agent::{ActionFn, Actions, Agent, Answer, Context, Loops, Shared};
 use crate::client::{Client, HEARTBEAT_INTERVAL, refusal, spawn_heartbeat};
 use crate::error::{BoxError, Error, Result};
 use crate::exchange::{Exchange, Mailbox};
 use crate::id::{AgentId, EntityId};
-use crate::message::{
-    AcademyError, ActionRequest, ActionResponse, Body, ErrorCode, Header, Message, Strategy, UserError,
-};
+use crate::manager::Manager;
+use crate::message::{AcademyError, ActionRequest, Body, ErrorCode, Header, Message, UserError};
 
 /// Name of the built-in action that describes an agent (Academy's `agent_describe`).
 pub const DESCRIBE_ACTION: &str = "agent_describe";
@@ -126,6 +130,12 @@ impl<A> fmt::Debug for Runtime<A> {
     }
 }
 
+/// A failed agent answers requests until its mailbox has been quiet this long...
+const FAILED_STARTUP_QUIET: Duration = Duration::from_millis(250);
+
+/// ...or for at most this long, before it stops (and terminates its mailbox, by default).
+const FAILED_STARTUP_DRAIN: Duration = Duration::from_secs(2);
+
 /// Why the serve loop ended.
 enum Exit {
     /// Shutdown request or stop: `Some(terminate)` overrides the policy.
@@ -179,10 +189,13 @@ impl<A: Agent> Runtime<A> {
         let Runtime { agent, exchange, id, config, stop } = self;
         let entity: EntityId = id.clone().into();
         let mailbox: Arc<dyn Mailbox> = Arc::from(exchange.open_mailbox(&entity).await?);
+        tracing::info!(academy.agent_id = %id, exchange = ?exchange, "agent starting");
         let heartbeat = spawn_heartbeat(exchange.clone(), entity.clone(), config.heartbeat_interval);
+        let client = Client::new(exchange.clone(), entity.clone());
         let shared = Arc::new(Shared {
             id,
-            client: Client::new(exchange.clone(), entity.clone()),
+            children: Manager::with_client(client.clone()),
+            client,
             stopping: watch::channel(false).0,
             stop_request: stop,
         });
@@ -244,6 +257,18 @@ fn describe<A: Agent>(agent: &A, id: &AgentId, actions: &Actions<A>) -> serde_js
     serde_json::json!({ "agent_id": id, "behaviors": agent.behaviors(), "actions": names })
 }
 
+/// Logs how an action ended: `debug` with its latency when it answered, `warn` with the error
+/// text when it raised (or could not run: unknown action, bad arguments).
+fn log_action_outcome(body: &Body, started: Instant) {
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match body {
+        Body::UserError(error) => {
+            tracing::warn!(latency_ms, error = %error.text(), academy.action_state = "execute_exception", "action failed");
+        }
+        _ => tracing::debug!(latency_ms, academy.action_state = "execute_success", "action completed"),
+    }
+}
+
 fn academy_error(code: ErrorCode) -> Body {
     Body::AcademyError(AcademyError { error_code: code, mailbox_id: None })
 }
@@ -294,7 +319,11 @@ impl<A: Agent> Server<A> {
                         }
                         self.start_backlog();
                     }
-                    Err(e) => return Exit::Failed(self.failed(format!("startup failed: {e}"))),
+                    Err(e) => {
+                        let reason = format!("startup failed: {e}");
+                        self.answer_failed_startup(&reason, recv).await;
+                        return Exit::Failed(self.failed(reason));
+                    }
                 },
                 Some((name, e)) = loop_errors.recv() => {
                     let error = self.failed(format!("loop {name} failed: {e}"));
@@ -326,6 +355,65 @@ impl<A: Agent> Server<A> {
                     *recv = next_recv(&self.mailbox, delay);
                 }
             }
+        }
+    }
+
+    /// After a failed startup, answers every request waiting for the agent (the backlog, pings,
+    /// and what the mailbox delivers until it has been quiet for [`FAILED_STARTUP_QUIET`], at
+    /// most [`FAILED_STARTUP_DRAIN`]) with an error saying why, so callers do not wait for
+    /// their timeouts. Stopping then terminates the mailbox (by default), after which sends
+    /// fail with `MailboxTerminated` and the exchange answers requests it still holds (code 0).
+    async fn answer_failed_startup(&mut self, reason: &str, recv: &mut RecvFuture) {
+        let text = format!("RuntimeError: agent {reason}");
+        let mut answers: Vec<Message> = Vec::new();
+        for message in std::mem::take(&mut self.backlog) {
+            answers.extend(message.response(Body::UserError(UserError::json(text.clone()))).ok());
+        }
+        for header in std::mem::take(&mut self.ping_waiters) {
+            answers.extend(
+                header
+                    .response()
+                    .ok()
+                    .map(|h| Message { header: h, body: Body::UserError(UserError::json(text.clone())) }),
+            );
+        }
+        for answer in answers {
+            self.send_answer(answer).await;
+        }
+        let deadline = tokio::time::Instant::now() + FAILED_STARTUP_DRAIN;
+        loop {
+            let quiet = (tokio::time::Instant::now() + FAILED_STARTUP_QUIET).min(deadline);
+            let Ok(received) = tokio::time::timeout_at(quiet, &mut *recv).await else { return };
+            *recv = next_recv(&self.mailbox, None);
+            let message = match received {
+                Ok(message) => message,
+                Err(Error::Timeout { .. }) => continue,
+                Err(_) => return,
+            };
+            if !message.is_request() {
+                self.shared.client.route(message);
+                continue;
+            }
+            let answer = if message.header.check_protocol().is_err() {
+                refusal(&message, ErrorCode::IncompatibleProtocol, &self.entity)
+            } else {
+                let body = match &message.body {
+                    Body::ActionRequest(_) | Body::PingRequest => Body::UserError(UserError::json(text.clone())),
+                    Body::CancelRequest { .. } => academy_error(ErrorCode::ActionInvalidState),
+                    Body::ShutdownRequest { .. } => Body::SuccessResponse,
+                    _ => continue,
+                };
+                message.response(body)
+            };
+            if let Ok(answer) = answer {
+                self.send_answer(answer).await;
+            }
+        }
+    }
+
+    async fn send_answer(&mut self, answer: Message) {
+        if let Err(e) = self.exchange.send(answer).await {
+            tracing::debug!(error = %e, "could not send a response");
         }
     }
 
@@ -386,9 +474,12 @@ impl<A: Agent> Server<A> {
     fn start_action(&mut self, message: Message) {
         let Message { header, body: Body::ActionRequest(request) } = message else { return };
         let Ok(response_header) = header.response() else { return };
+        let span = self.action_span(&header, &request.action);
+        let started = Instant::now();
         let work = match self.action_future(&header, request) {
             Ok(work) => work,
             Err(body) => {
+                span.in_scope(|| log_action_outcome(&body, started));
                 self.send_message_later(Message { header: response_header, body });
                 return;
             }
@@ -398,32 +489,41 @@ impl<A: Agent> Server<A> {
         let exchange = self.exchange.clone();
         let tag = header.tag;
         self.running.insert(tag, (abort, header));
-        self.inflight.push(Box::pin(async move {
-            let Ok(body) = work.await else { return Done::Aborted(tag) };
+        let served = async move {
+            let Ok(body) = work.await else {
+                tracing::debug!(academy.action_state = "execute_cancelled", "action cancelled");
+                return Done::Aborted(tag);
+            };
+            log_action_outcome(&body, started);
             if let Err(e) = exchange.send(Message { header: response_header, body }).await {
                 tracing::debug!(error = %e, "could not send an action response");
             }
             Done::Finished(tag)
-        }));
+        };
+        self.inflight.push(Box::pin(served.instrument(span)));
+    }
+
+    /// The span one action request is served in, with Academy's field names.
+    fn action_span(&self, header: &Header, action: &str) -> tracing::Span {
+        tracing::info_span!(
+            "action",
+            academy.agent_id = %self.entity,
+            academy.action = action,
+            academy.action_tag = %header.tag,
+            academy.src = %header.src,
+        )
     }
 
     /// The future that computes an action's answer, or the immediate error answer.
     fn action_future(&self, header: &Header, request: ActionRequest) -> Result<BoxFuture<'static, Body>, Body> {
-        if request.serialization == Strategy::Pickle {
-            return Err(Body::UserError(UserError::json(
-                "TypeError: this Rust agent cannot decode pickle payloads; call it with the json serializer",
-            )));
-        }
+        let answer = Answer::to(&request);
         match self.actions.get(&request.action) {
             Some(action) => Ok(action(self.context(Some(header.src.clone())), request)),
-            None if request.action == DESCRIBE_ACTION => match ActionResponse::json(&self.describe) {
-                Ok(response) => Err(Body::ActionResponse(response)),
-                Err(e) => Err(Body::UserError(UserError::json(e.to_string()))),
-            },
-            None => Err(Body::UserError(UserError::json(format!(
+            None if request.action == DESCRIBE_ACTION => Err(answer.encode(Ok(&self.describe))),
+            None => Err(answer.error(format!(
                 "AttributeError: agent {} has no action {:?} (actions: {})",
                 self.entity, request.action, self.describe["actions"]
-            )))),
+            ))),
         }
     }
 
@@ -465,7 +565,8 @@ impl<A: Agent> Server<A> {
         }));
     }
 
-    /// Stops: cancels actions and loops, runs the shutdown hook, terminates per policy.
+    /// Stops: cancels actions and loops, runs the shutdown hook, stops the agents launched
+    /// alongside, terminates per policy.
     async fn stop(mut self, exit: Exit, mut recv: RecvFuture) -> Result<()> {
         self.shared.stopping.send_replace(true);
         self.loop_tasks.abort_all();
@@ -512,6 +613,7 @@ impl<A: Agent> Server<A> {
             }
         }
         drop(recv);
+        self.shared.children.stop_all().await;
         let terminate = match (&result, requested) {
             (_, Some(terminate)) => terminate,
             (Ok(()), None) => self.config.terminate_on_success,

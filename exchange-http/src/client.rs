@@ -106,7 +106,7 @@ pub(crate) fn hand_over(client: &Arc<Inner>, shared: Arc<Shared>) {
 
 impl std::fmt::Debug for HttpExchange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpExchange").field("url", &self.inner.base).finish()
+        f.debug_struct("HttpExchange").field("url", &exchange_core::redact_url(&self.inner.base)).finish()
     }
 }
 

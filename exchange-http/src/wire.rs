@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `{"mailbox": ID}` and its optional companions, as the client writes them.
+#[cfg(feature = "client")]
 #[derive(Debug, Serialize)]
 pub(crate) struct MailboxRequest<'a> {
     pub(crate) mailbox: &'a str,
@@ -15,12 +16,14 @@ pub(crate) struct MailboxRequest<'a> {
 }
 
 /// `{"message": MESSAGE}`.
+#[cfg(feature = "client")]
 #[derive(Debug, Serialize)]
 pub(crate) struct MessageRequest<'a> {
     pub(crate) message: &'a str,
 }
 
 /// `{"agent": name, "allow_subclasses": bool}`.
+#[cfg(feature = "client")]
 #[derive(Debug, Serialize)]
 pub(crate) struct DiscoverRequest<'a> {
     pub(crate) agent: &'a str,
@@ -34,6 +37,7 @@ pub(crate) struct StatusResponse {
 }
 
 /// `{"message": MESSAGE}` answered by `GET /message`.
+#[cfg(feature = "client")]
 #[derive(Debug, Deserialize)]
 pub(crate) struct MessageResponse {
     pub(crate) message: String,
@@ -51,7 +55,8 @@ pub(crate) struct HeartbeatResponse {
     pub(crate) heartbeat: Option<f64>,
 }
 
-/// `{"group_ids": [...]}`.
+/// `{"group_ids": [...]}` (the share routes; our client has no share API).
+#[cfg(feature = "server")]
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct SharesResponse {
     pub(crate) group_ids: Vec<String>,

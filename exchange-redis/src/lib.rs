@@ -495,22 +495,24 @@ impl Exchange for RedisExchange {
         };
         let flag = if is_request { "1" } else { "0" };
         let json = message.to_json();
-        let (active, queue) = (keys.active(dest), keys.queue(dest));
+        let (active, queue, sender) = (keys.active(dest), keys.queue(dest), keys.active(src));
         let mut conn = self.inner.manager();
         // One attempt only: after a lost connection nobody knows whether the message was queued.
         let code: i64 = if json.len() < LARGE_MESSAGE {
             let mut invocation = scripts::SEND.prepare_invoke();
-            invocation.key(active).key(queue).key(track).key(counter).arg(flag).arg(json).arg(header_json);
+            invocation.key(active).key(queue).key(track).key(counter).key(sender);
+            invocation.arg(flag).arg(json).arg(header_json);
             invocation.invoke_async(&mut conn).await.map_err(unavailable)?
         } else {
             let mut pipe = redis::pipe();
             pipe.atomic()
                 .cmd("EVAL")
                 .arg(scripts::TRACK)
-                .arg(3)
+                .arg(4)
                 .arg(&active)
                 .arg(track)
                 .arg(counter)
+                .arg(sender)
                 .arg(flag)
                 .arg(header_json)
                 .cmd("RPUSH")

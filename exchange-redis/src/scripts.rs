@@ -19,19 +19,23 @@ pub(crate) const CLOSED: &[u8] = b"<CLOSED>";
 ///
 /// KEYS: `active:<dest>`, `queue:<dest>`, the tracking key (`request:<dest>:<tag>` for a
 /// request, `request:<src>:<tag>` for a response), the counter (`outgoing:<src>` or
-/// `completions:<src>`). ARGV: `1` for a request / `0` for a response, message JSON, header JSON.
+/// `completions:<src>`), `active:<src>`. ARGV: `1` for a request / `0` for a response, message
+/// JSON, header JSON. The counter is raised only for a registered sender, so a forged or unknown
+/// `src` leaves no key behind.
 pub(crate) static SEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local status = redis.call('GET', KEYS[1])
 if not status then return 0 end
 if status ~= 'ACTIVE' then return 1 end
+local tracked
 if ARGV[1] == '1' then
   redis.call('SET', KEYS[3], ARGV[3])
-  redis.call('INCRBY', KEYS[4], 1)
-elseif redis.call('DEL', KEYS[3]) == 1 then
-  redis.call('INCRBY', KEYS[4], 1)
+  tracked = true
+else
+  tracked = redis.call('DEL', KEYS[3]) == 1
 end
+if tracked and redis.call('EXISTS', KEYS[5]) == 1 then redis.call('INCRBY', KEYS[4], 1) end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 return 2
 ",
@@ -42,17 +46,20 @@ return 2
 /// `RPUSH` in the same `MULTI` (a megabyte through Lua's argument list costs Redis more than
 /// the whole `RPUSH`). Sent with `EVAL` (never `NOSCRIPT` inside the transaction).
 ///
-/// KEYS and ARGV as [`SEND`] without the message: tracking key, counter; flag, header JSON.
+/// KEYS and ARGV as [`SEND`] without the message: `active:<dest>`, tracking key, counter,
+/// `active:<src>`; flag, header JSON.
 pub(crate) const TRACK: &str = r"
 local status = redis.call('GET', KEYS[1])
 if not status then return 0 end
 if status ~= 'ACTIVE' then return 1 end
+local tracked
 if ARGV[1] == '1' then
   redis.call('SET', KEYS[2], ARGV[2])
-  redis.call('INCRBY', KEYS[3], 1)
-elseif redis.call('DEL', KEYS[2]) == 1 then
-  redis.call('INCRBY', KEYS[3], 1)
+  tracked = true
+else
+  tracked = redis.call('DEL', KEYS[2]) == 1
 end
+if tracked and redis.call('EXISTS', KEYS[4]) == 1 then redis.call('INCRBY', KEYS[3], 1) end
 return 2
 ";
 

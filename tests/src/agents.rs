@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use exchange_core::agent::{Actions, Agent, Context, Loops};
 use exchange_core::{
-    ACADEMY_AGENT_BASE, ActionRequest, AgentId, AgentStatus, Body, BoxError, EntityId, Error, ErrorCode, LaunchOptions,
-    MailboxStatus, Manager, Message, RuntimeConfig, Strategy,
+    ACADEMY_AGENT_BASE, ActionRequest, AgentId, AgentRegistration, AgentStatus, Body, BoxError, EntityId, Error,
+    ErrorCode, LaunchOptions, MailboxStats, MailboxStatus, Manager, Message, RuntimeConfig, Strategy,
 };
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -33,6 +33,8 @@ pub struct Calculator {
     pub startup_delay: Duration,
     /// Startup fails (after the delay) with this text.
     pub startup_error: Option<&'static str>,
+    /// Startup waits for this to be notified (before the delay).
+    pub startup_gate: Option<Arc<Notify>>,
 }
 
 /// Counts a slow action as cancelled when it is dropped before it finishes.
@@ -75,6 +77,9 @@ impl Agent for Calculator {
     }
 
     async fn startup(&self, _ctx: &Context<Self>) -> Result<(), BoxError> {
+        if let Some(gate) = &self.startup_gate {
+            gate.notified().await;
+        }
         tokio::time::sleep(self.startup_delay).await;
         match self.startup_error {
             Some(text) => Err(text.into()),
@@ -217,7 +222,9 @@ pub async fn agent_errors_propagate(backend: &impl TestBackend) {
     manager.close().await.unwrap();
 }
 
-/// Unknown actions and pickle requests get clear json user errors.
+/// Unknown actions are remote errors. A raw `pickle` request (Academy's default) is answered
+/// in pickle; one naming a type outside Python's basic values gets a pickled `TypeError`
+/// naming the type.
 pub async fn agent_unknown_action_is_a_remote_error(backend: &impl TestBackend) {
     let manager = manager(backend).await;
     let calc = manager.launch(Calculator::default()).await.unwrap();
@@ -228,19 +235,37 @@ pub async fn agent_unknown_action_is_a_remote_error(backend: &impl TestBackend) 
     let exchange = backend.client().await;
     let user = exchange.register_user(Some("raw")).await.unwrap();
     let inbox = exchange.open_mailbox(&user.clone().into()).await.unwrap();
-    let mut request = ActionRequest::json("add", &(1, 2), &json!({})).unwrap();
-    request.serialization = Strategy::Pickle;
-    request.pargs = "gASVCQAAAAAAAABLAUsChpQu".into();
-    let sent = Message::request(user.clone(), calc.agent_id().clone(), Body::ActionRequest(request));
+    let pickled = |pargs: &str| {
+        let mut request = ActionRequest::json("add", &(1, 2), &json!({})).unwrap();
+        request.serialization = Strategy::Pickle;
+        request.pargs = pargs.into();
+        request.kargs = "gAR9lC4=".into(); // pickle.dumps({})
+        Message::request(user.clone(), calc.agent_id().clone(), Body::ActionRequest(request))
+    };
+    // pickle.dumps((1, 2))
+    let sent = pickled("gASVCQAAAAAAAABLAUsChpQu");
+    exchange.send(sent.clone()).await.unwrap();
+    let answer = recv_ok(&*inbox).await;
+    assert_eq!(answer.tag(), sent.tag());
+    match answer.body {
+        Body::ActionResponse(response) => {
+            assert_eq!(response.serialization, Strategy::Pickle);
+            assert_eq!(response.result::<i64>().unwrap(), 3);
+        }
+        other => panic!("expected a pickled result, got {other:?}"),
+    }
+    // pickle.dumps((complex(1, 2),))
+    let sent = pickled("gASVMAAAAAAAAACMCGJ1aWx0aW5zlIwHY29tcGxleJSTlEc/8AAAAAAAAEdAAAAAAAAAAIaUUpSFlC4=");
     exchange.send(sent.clone()).await.unwrap();
     let answer = recv_ok(&*inbox).await;
     assert_eq!(answer.tag(), sent.tag());
     match answer.body {
         Body::UserError(error) => {
-            assert_eq!(error.serialization, Strategy::Json);
-            assert!(error.text().contains("pickle"), "{}", error.text());
+            assert_eq!(error.serialization, Strategy::Pickle);
+            let text = error.text();
+            assert!(text.starts_with("TypeError: ") && text.contains("builtins.complex"), "{text}");
         }
-        other => panic!("expected a json user error for a pickle request, got {other:?}"),
+        other => panic!("expected a pickled user error, got {other:?}"),
     }
     manager.close().await.unwrap();
 }
@@ -258,7 +283,7 @@ pub async fn agent_ping_waits_for_startup(backend: &impl TestBackend) {
     assert!(rtt <= started.elapsed() + Duration::from_millis(1));
     let again = calc.ping().await.unwrap();
     assert!(again < PROMPT);
-    // A ping waiting for a startup that fails is cancelled (code 1).
+    // A ping waiting for a startup that fails is answered with the failure.
     let broken = Calculator {
         startup_delay: Duration::from_millis(300),
         startup_error: Some("no database"),
@@ -266,13 +291,117 @@ pub async fn agent_ping_waits_for_startup(backend: &impl TestBackend) {
     };
     let broken = manager.launch(broken).await.unwrap();
     match within("ping of a failing agent", broken.ping()).await {
-        Err(Error::PingCancelled) => {}
-        other => panic!("expected PingCancelled, got {other:?}"),
+        Err(Error::Remote { message }) => assert!(message.contains("no database"), "{message}"),
+        other => panic!("expected the startup failure, got {other:?}"),
     }
     match within("failing agent", manager.wait(broken.agent_id(), None)).await {
         Err(Error::AgentFailed { message, .. }) => assert!(message.contains("no database"), "{message}"),
         other => panic!("expected the startup failure, got {other:?}"),
     }
+    manager.close().await.unwrap();
+}
+
+/// Calls to an agent whose startup fails get the failure at once, not at their timeout, and
+/// calls after it stopped fail fast with `MailboxTerminated` (Academy issue #288).
+pub async fn agent_failed_startup_answers_callers(backend: &impl TestBackend) {
+    let manager = manager(backend).await;
+    let broken = Calculator {
+        startup_delay: Duration::from_millis(300),
+        startup_error: Some("no database"),
+        ..Calculator::default()
+    };
+    let broken = manager.launch(broken).await.unwrap().with_timeout(Duration::from_secs(120));
+    let started = Instant::now();
+    let calls = futures::future::join_all((0..4i64).map(|i| broken.call::<i64>("add", (i, i))));
+    let (calls, ping) = within("calls to a failing agent", futures::future::join(calls, broken.ping())).await;
+    for result in calls {
+        match result {
+            Err(Error::Remote { message }) => {
+                assert!(message.contains("startup failed") && message.contains("no database"), "{message}")
+            }
+            other => panic!("expected the startup failure, got {other:?}"),
+        }
+    }
+    assert!(matches!(ping, Err(Error::Remote { .. })), "expected the startup failure, got {ping:?}");
+    assert!(started.elapsed() < Duration::from_secs(20), "answers took {:?}", started.elapsed());
+    match within("failing agent", manager.wait(broken.agent_id(), None)).await {
+        Err(Error::AgentFailed { message, .. }) => assert!(message.contains("no database"), "{message}"),
+        other => panic!("expected the startup failure, got {other:?}"),
+    }
+    let later = Instant::now();
+    match within("call after the failure", broken.call::<i64>("add", (1, 2))).await {
+        Err(Error::MailboxTerminated { id }) => assert_eq!(id, *broken.agent_id()),
+        other => panic!("expected MailboxTerminated, got {other:?}"),
+    }
+    assert!(later.elapsed() < Duration::from_secs(20), "the later call took {:?}", later.elapsed());
+    manager.close().await.unwrap();
+}
+
+/// `Handle::stats` reads the agent mailbox's counters; a handle rejecting inactive agents
+/// fails calls to an agent without a fresh heartbeat at once, without sending them.
+pub async fn agent_handle_stats_and_reject_on_inactive(backend: &impl TestBackend) {
+    let manager = manager(backend).await;
+    let calc = manager.launch(Calculator::default()).await.unwrap();
+    calc.ping().await.unwrap();
+    for i in 0..2i64 {
+        assert_eq!(calc.call::<i64>("add", (i, 1)).await.unwrap(), i + 1);
+    }
+    let expected = MailboxStats { incoming: 3, outgoing: 0, completed: 3, in_progress: 0, queued: 0 };
+    assert_eq!(calc.stats().await.unwrap(), expected, "one ping and two calls, all answered");
+
+    eventually("the agent's heartbeat", async || calc.status().await.unwrap() == AgentStatus::Active).await;
+    let strict = calc.clone().with_reject_on_inactive(true);
+    assert_eq!(strict.call::<i64>("add", (1, 1)).await.unwrap(), 2, "a live agent is called as usual");
+
+    // Registered but never run: no heartbeat, so inactive.
+    let silent = manager.exchange().register_agent(AgentRegistration::new([CALCULATOR])).await.unwrap();
+    let started = Instant::now();
+    match within(
+        "call to an inactive agent",
+        manager.handle(&silent).with_reject_on_inactive(true).call::<i64>("add", (1, 2)),
+    )
+    .await
+    {
+        Err(Error::AgentInactive { id }) => assert_eq!(id, silent),
+        other => panic!("expected AgentInactive, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(20), "rejecting took {:?}", started.elapsed());
+    assert_eq!(manager.handle(&silent).stats().await.unwrap().incoming, 0, "the rejected call was not sent");
+    // Pings are not checked: they can wait for an agent to come up.
+    match manager.handle(&silent).with_reject_on_inactive(true).with_timeout(Duration::from_millis(200)).ping().await {
+        Err(Error::Timeout { .. }) => {}
+        other => panic!("expected the ping to wait, got {other:?}"),
+    }
+    manager.close().await.unwrap();
+}
+
+/// Parent agent: launches a calculator alongside itself and calls it.
+pub struct Parent;
+
+impl Agent for Parent {
+    fn actions(&self, actions: &mut Actions<Self>) {
+        actions.add("spawn", |ctx, ()| async move {
+            let child = ctx.launch_alongside(Calculator::default()).await?;
+            let sum = child.call::<i64>("add", (2, 3)).await?;
+            assert_eq!(child.client_id(), &EntityId::from(ctx.id().clone()), "the handle sends from the parent");
+            Ok((child.agent_id().clone(), sum))
+        });
+    }
+}
+
+/// An agent launches a child alongside itself; the child serves others too, and stops (its
+/// mailbox terminated) when the parent stops.
+pub async fn agent_launches_child_alongside(backend: &impl TestBackend) {
+    let manager = manager(backend).await;
+    let parent = manager.launch(Parent).await.unwrap();
+    let (child, sum): (AgentId, i64) = within("spawn", parent.call("spawn", ())).await.unwrap();
+    assert_eq!(sum, 5);
+    let direct = manager.handle(&child);
+    assert_eq!(within("call to the child", direct.call::<i64>("add", (20, 22))).await.unwrap(), 42);
+    assert!(!manager.running().contains(&child), "the child belongs to its parent, not to the manager");
+    parent.shutdown(None).await.unwrap();
+    within("parent stop", manager.wait(parent.agent_id(), None)).await.unwrap();
+    assert_eq!(direct.status().await.unwrap(), AgentStatus::Terminated, "the child stopped with its parent");
     manager.close().await.unwrap();
 }
 
@@ -514,6 +643,9 @@ macro_rules! agent_conformance_tests {
             agent_errors_propagate,
             agent_unknown_action_is_a_remote_error,
             agent_ping_waits_for_startup,
+            agent_failed_startup_answers_callers,
+            agent_handle_stats_and_reject_on_inactive,
+            agent_launches_child_alongside,
             agent_shutdown_terminates_mailbox,
             agent_shutdown_cancels_running_actions,
             agent_cancel_stops_running_action,

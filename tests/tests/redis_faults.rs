@@ -273,6 +273,36 @@ async fn keys_follow_academy_layout() {
     assert_eq!(notice, vec![Message::terminated_notice(&request.header).unwrap().to_json()]);
 }
 
+/// A send "from" an id nobody registered, small or large (the `MULTI` path), is delivered but
+/// counts nothing: it leaves no `outgoing:` or `completions:` key, which would never expire.
+#[tokio::test]
+async fn unknown_src_leaves_no_counter() {
+    let server = RedisServer::start();
+    let ex = RedisExchange::connect(&server.url()).await.unwrap();
+    let mut conn = raw(&server).await;
+    let dest = ex.register_user(None).await.unwrap();
+    let ghost = exchange_core::UserId::new(None);
+    let request = ping(ghost.clone(), dest.clone());
+    ex.send(request.clone()).await.unwrap();
+    let large = exchange_core::ActionRequest::json("echo", &["x".repeat(64 * 1024)], &serde_json::json!({})).unwrap();
+    ex.send(Message::request(ghost.clone(), dest.clone(), Body::ActionRequest(large))).await.unwrap();
+    let mut response = request.response(Body::SuccessResponse).unwrap();
+    response.header.dest = dest.clone().into();
+    ex.send(response).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("*{}*", ghost.uid())).query_async(&mut conn).await.unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    let queued: i64 = redis::cmd("LLEN").arg(format!("queue:{}", dest.uid())).query_async(&mut conn).await.unwrap();
+    assert_eq!(queued, 3, "the messages themselves are delivered, as Academy's transport does");
+    // A registered sender is counted, on both paths.
+    let user = ex.register_user(None).await.unwrap();
+    ex.send(ping(user.clone(), dest.clone())).await.unwrap();
+    let large = exchange_core::ActionRequest::json("echo", &["x".repeat(64 * 1024)], &serde_json::json!({})).unwrap();
+    ex.send(Message::request(user.clone(), dest, Body::ActionRequest(large))).await.unwrap();
+    let outgoing: Option<String> =
+        redis::cmd("GET").arg(format!("outgoing:{}", user.uid())).query_async(&mut conn).await.unwrap();
+    assert_eq!(outgoing.as_deref(), Some("2"));
+}
+
 /// Namespaces keep clients of one server apart; the default is Academy's unprefixed layout.
 #[tokio::test]
 async fn namespaces_isolate_clients() {

@@ -1,6 +1,6 @@
 //! `exchange-server`: the Academy-compatible HTTP exchange server.
 //!
-//! Run with: `cargo run -p exchange-http --bin exchange-server -- --port 5463 [--config FILE]`
+//! Run with: `cargo run -p academy-exchange-http --bin exchange-server -- --port 5463 [--config FILE]`
 
 use std::path::PathBuf;
 use std::process::ExitCode;

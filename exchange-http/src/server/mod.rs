@@ -20,6 +20,7 @@ mod observe;
 mod redis_store;
 mod routes;
 mod serve;
+#[cfg(feature = "client")]
 mod spawn;
 mod status_page;
 mod storage;
@@ -36,6 +37,7 @@ pub use logging::init_logging;
 pub use memory::MemoryStorage;
 pub use redis_store::RedisStorage;
 pub use routes::{AppState, router};
+#[cfg(feature = "client")]
 pub use spawn::{SpawnedServer, spawn_http_exchange, spawn_server};
 pub use storage::{ApiError, Caller, Storage, StoreTotals};
 

@@ -80,6 +80,11 @@ impl ApiError {
         ApiError::Forbidden("Incorrect permissions".into())
     }
 
+    /// 403 for a message whose `src` is not a mailbox the caller may access.
+    pub fn forbidden_src() -> Self {
+        ApiError::Forbidden("Incorrect permissions: the message's src must be a mailbox the caller may access".into())
+    }
+
     /// 400 naming the field and what was wrong.
     pub fn field(details: impl std::fmt::Display) -> Self {
         ApiError::BadRequest(format!("Missing or invalid field: {details}"))

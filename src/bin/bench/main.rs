@@ -2,7 +2,7 @@
 //! fields of Academy's anchor script (`shared/bench/academy_bench.py`) so figures compare line
 //! for line.
 //!
-//! Run with: `cargo run --release --features full --bin bench -- --backend local --scenario all`
+//! Run with: `cargo run --profile dist --features bench --bin bench -- --backend local --scenario all`
 
 mod limits;
 mod measure;

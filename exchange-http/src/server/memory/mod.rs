@@ -362,11 +362,7 @@ impl Storage for MemoryStorage {
         let dest = dest.ok_or(ApiError::UnknownMailbox)?;
         let src = match mailboxes.get(&header.src.uid()) {
             Some(src) if src.has_access(caller) => src,
-            _ => {
-                return Err(ApiError::Forbidden(
-                    "Incorrect permissions: the message's src must be a mailbox the caller may access".into(),
-                ));
-            }
+            _ => return Err(ApiError::forbidden_src()),
         };
         shared.deliver(dest, Some(src), header, message, Bounds::Enforced)
     }

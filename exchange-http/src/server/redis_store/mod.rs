@@ -2,7 +2,11 @@
 //! §4.2), so several servers (ours or Academy's) can share one Redis. Differences from Academy,
 //! as recommended: a terminated id stays terminated when re-created (gravestone), terminate
 //! notices are sent with server authority, and a `<CLOSED>` sentinel taken by one receiver is
-//! put back for the others.
+//! put back for the others. Beyond Academy: a message's `src` must be a mailbox the caller may
+//! access, each send is one script (a retry of the same message within 2 minutes is not stored
+//! again), and every key written expires.
+
+mod scripts;
 
 mod health;
 mod index;
@@ -19,22 +23,24 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, RedisError};
 use uuid::Uuid;
 
+use self::scripts::{HEARTBEAT, NOTICES, PUT, REQUEUE};
 use super::config::ServerConfig;
 use super::storage::{ApiError, Caller, Storage};
 
 const CLOSED: &str = "<CLOSED>";
 
-/// Puts messages back at the head of an active queue, oldest first. KEYS: `active:`, `queue:`;
-/// ARGV: the messages in delivery order.
-static REQUEUE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[1]) ~= 'ACTIVE' then return 0 end
-for i = #ARGV, 1, -1 do redis.call('LPUSH', KEYS[2], ARGV[i]) end
-return #ARGV
-",
-    )
-});
+/// How long a sent message's digest is remembered (`sent:<dest>:<tag>` = its SHA-1), so that
+/// a client's retry of a send whose answer it lost is not stored twice (a different message
+/// with the same tag, e.g. a request's response, is stored).
+const SENT_TTL_S: u64 = 120;
+
+/// What a send reads before its script: the destination's owner, shares and state, the
+/// sender's owner and shares, and whether the sender is registered.
+type SendChecks = (Option<String>, Vec<String>, Option<String>, Option<String>, Vec<String>, bool);
+
+/// Terminate notices queued per script.
+const NOTICE_BATCH: usize = 100;
+
 const ACTIVE: &str = "ACTIVE";
 const TERMINATED: &str = "TERMINATED";
 
@@ -83,8 +89,9 @@ fn days_to_secs(days: f64) -> i64 {
 impl RedisStorage {
     /// Connects to `url` (`redis://host:port[/db]`) with the `[backend]` settings of `config`:
     /// TTLs in days (Academy's defaults: 7 for queues and requests, 365 for status, owner,
-    /// heartbeat and agent keys), the command timeout, the reconcile interval. Writes the
-    /// marker key if absent and starts the marker watcher and the index reconcile.
+    /// heartbeat and agent keys, and here also for counters and shares), the command timeout,
+    /// the reconcile interval. Writes the marker key if absent and starts the marker watcher
+    /// and the index reconcile.
     ///
     /// # Errors
     /// [`exchange_core::Error::Unavailable`] if Redis does not answer.
@@ -96,6 +103,9 @@ impl RedisStorage {
         // Redis is down; the next request (or the marker watcher) reconnects.
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            // Every command on the shared connection (reads, writes and scripts, each bounded in
+            // size): long enough to ride out a short Redis stall (a fork, a slow command), short
+            // enough to answer `503` while Redis hangs (redis-rs's default is 500 ms).
             .set_response_timeout(Some(Duration::from_secs_f64(backend.command_timeout_s)))
             .set_number_of_retries(0);
         let mut conn = ConnectionManager::new_with_config(client.clone(), manager).await.map_err(unavailable)?;
@@ -129,10 +139,7 @@ impl RedisStorage {
             .query_async(&mut self.conn())
             .await
             .map_err(store_error)?;
-        let allowed = match &owner {
-            None => true,
-            Some(owner) => owner_of(caller) == *owner || shares.iter().any(|g| caller.groups.contains(g)),
-        };
+        let allowed = may_access(caller, owner.as_deref(), &shares);
         Ok((owner, allowed))
     }
 
@@ -157,57 +164,9 @@ impl RedisStorage {
     }
 
     fn refresh_gravestone_ttls(&self, pipe: &mut redis::Pipeline, uid: Uuid) {
-        for key in ["active", "owner", "heartbeat", "agent"] {
-            pipe.expire(format!("{key}:{uid}"), self.gravestone_ttl).ignore();
+        for key in registration_keys(uid) {
+            pipe.expire(key, self.gravestone_ttl).ignore();
         }
-    }
-
-    /// Queues a message with request tracking; no access check.
-    async fn deliver(&self, header: &Header, message: Bytes) -> Result<(), ApiError> {
-        let dest = header.dest.uid();
-        self.require_active(dest).await?;
-        let mut conn = self.conn();
-        match header.kind {
-            MessageKind::Request => {
-                let header_json = serde_json::to_string(header).map_err(|e| ApiError::Unavailable(e.to_string()))?;
-                redis::pipe()
-                    .set_ex(format!("request:{dest}:{}", header.tag), header_json, self.mailbox_ttl as u64)
-                    .ignore()
-                    .incr(format!("outgoing:{}", header.src.uid()), 1)
-                    .ignore()
-                    .query_async::<()>(&mut conn)
-                    .await
-                    .map_err(store_error)?;
-            }
-            MessageKind::Response => {
-                let src = header.src.uid();
-                let found: Option<String> = redis::cmd("GETDEL")
-                    .arg(format!("request:{src}:{}", header.tag))
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(store_error)?;
-                if found.is_some() {
-                    let _: i64 = redis::cmd("INCRBY")
-                        .arg(format!("completions:{src}"))
-                        .arg(1)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(store_error)?;
-                }
-            }
-        }
-        let queue = format!("queue:{dest}");
-        redis::pipe()
-            .rpush(&queue, message.as_ref())
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(&queue)
-            .arg(self.mailbox_ttl)
-            .arg("NX")
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(store_error)
     }
 
     async fn blocking_conn(&self) -> Result<MultiplexedConnection, ApiError> {
@@ -296,6 +255,31 @@ impl RedisStorage {
         Ok(())
     }
 
+    /// Answers every request record left under `request:<uid>:*` with a terminate notice, in
+    /// batches; each record is deleted by the script that queues its notice, so an interrupted
+    /// run loses nothing and a second run sends only what the first did not.
+    async fn answer_pending(&self, uid: Uuid) -> Result<(), ApiError> {
+        let keys = self.scan(&format!("request:{uid}:*")).await?;
+        for batch in keys.chunks(NOTICE_BATCH) {
+            let records: Vec<Option<Vec<u8>>> =
+                redis::cmd("MGET").arg(batch).query_async(&mut self.conn()).await.map_err(store_error)?;
+            let mut invocation = NOTICES.prepare_invoke();
+            invocation.arg(self.mailbox_ttl);
+            for (key, record) in batch.iter().zip(records) {
+                // A record that is not a request to this mailbox is dropped without a notice.
+                let notice = record
+                    .and_then(|text| serde_json::from_slice::<Header>(&text).ok())
+                    .filter(|header| header.kind == MessageKind::Request && header.dest.uid() == uid)
+                    .and_then(|header| Message::terminated_notice(&header).ok());
+                let requester = notice.as_ref().map_or(uid, |notice| notice.header.dest.uid());
+                invocation.key(key).key(format!("active:{requester}")).key(format!("queue:{requester}"));
+                invocation.arg(notice.map(|notice| notice.to_json()).unwrap_or_default());
+            }
+            invocation.invoke_async::<i64>(&mut self.conn()).await.map_err(store_error)?;
+        }
+        Ok(())
+    }
+
     async fn redis_now(&self) -> Result<f64, ApiError> {
         let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut self.conn()).await.map_err(store_error)?;
         Ok(secs as f64 + micros as f64 / 1e6)
@@ -307,6 +291,32 @@ fn owner_of(caller: &Caller) -> String {
     format!("{}_", caller.client_id)
 }
 
+/// The access rule of §3.6: no owner (a mailbox Academy's transport made), the owner, or a
+/// member of a group the mailbox is shared with.
+fn may_access(caller: &Caller, owner: Option<&str>, shares: &[String]) -> bool {
+    match owner {
+        None => true,
+        Some(owner) => owner_of(caller) == owner || shares.iter().any(|g| caller.groups.contains(g)),
+    }
+}
+
+/// The keys that live as long as a mailbox's registration (`gravestone_expiration_d`, refreshed
+/// on use), `active:<uid>` first and `heartbeat:<uid>` second: Academy's four, and the counters
+/// and shares Academy leaves without expiry.
+fn registration_keys(uid: Uuid) -> [String; 7] {
+    ["active", "heartbeat", "owner", "agent", "outgoing", "completions", "share"].map(|key| format!("{key}:{uid}"))
+}
+
+/// The request record a message writes (a request) or completes (a response), and the
+/// sender's counter it raises.
+fn tracking_keys(header: &Header) -> (String, String) {
+    let (dest, src, tag) = (header.dest.uid(), header.src.uid(), header.tag);
+    match header.kind {
+        MessageKind::Request => (format!("request:{dest}:{tag}"), format!("outgoing:{src}")),
+        MessageKind::Response => (format!("request:{src}:{tag}"), format!("completions:{src}")),
+    }
+}
+
 #[async_trait]
 impl Storage for RedisStorage {
     async fn create(&self, caller: &Caller, id: &EntityId, agent: Option<Vec<String>>) -> Result<(), ApiError> {
@@ -316,6 +326,8 @@ impl Storage for RedisStorage {
             .arg(format!("active:{uid}"))
             .arg(ACTIVE)
             .arg("NX")
+            .arg("EX")
+            .arg(self.gravestone_ttl)
             .query_async(&mut self.conn())
             .await
             .map_err(store_error)?;
@@ -342,34 +354,31 @@ impl Storage for RedisStorage {
     async fn terminate(&self, caller: &Caller, id: &EntityId) -> Result<(), ApiError> {
         let uid = id.uid();
         self.require_access(caller, uid).await?;
-        if self.state(uid).await?.as_deref() != Some(ACTIVE) {
-            return Ok(());
+        match self.state(uid).await?.as_deref() {
+            None => return Ok(()),
+            Some(ACTIVE) => {
+                let queue = format!("queue:{uid}");
+                let mut pipe = redis::pipe();
+                index::remove(&mut pipe, uid);
+                pipe.atomic()
+                    .set_ex(format!("active:{uid}"), TERMINATED, self.gravestone_ttl as u64)
+                    .ignore()
+                    .del(&queue)
+                    .ignore()
+                    .rpush(&queue, CLOSED)
+                    .ignore()
+                    .expire(&queue, self.gravestone_ttl)
+                    .ignore()
+                    .del(format!("agent:{uid}"))
+                    .ignore()
+                    .query_async::<()>(&mut self.conn())
+                    .await
+                    .map_err(store_error)?;
+            }
+            // Terminated already: answer what an interrupted terminate left.
+            Some(_) => {}
         }
-        let queue = format!("queue:{uid}");
-        let mut pipe = redis::pipe();
-        index::remove(&mut pipe, uid);
-        pipe.set(format!("active:{uid}"), TERMINATED)
-            .ignore()
-            .expire(format!("active:{uid}"), self.gravestone_ttl)
-            .ignore()
-            .del(&queue)
-            .ignore()
-            .rpush(&queue, CLOSED)
-            .ignore()
-            .del(format!("agent:{uid}"))
-            .ignore()
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(store_error)?;
-        for key in self.scan(&format!("request:{uid}:*")).await? {
-            let stored: Option<String> =
-                redis::cmd("GETDEL").arg(&key).query_async(&mut self.conn()).await.map_err(store_error)?;
-            let Some(header) = stored.and_then(|text| serde_json::from_str::<Header>(&text).ok()) else { continue };
-            let Ok(notice) = Message::terminated_notice(&header) else { continue };
-            // Requesters that are unknown or terminated themselves are skipped.
-            let _ = self.deliver(&notice.header, Bytes::from(notice.to_json())).await;
-        }
-        Ok(())
+        self.answer_pending(uid).await
     }
 
     async fn status(&self, caller: &Caller, id: &EntityId) -> Result<MailboxStatus, ApiError> {
@@ -380,11 +389,58 @@ impl Storage for RedisStorage {
     }
 
     async fn put(&self, caller: &Caller, header: &Header, message: Bytes) -> Result<(), ApiError> {
-        self.require_access(caller, header.dest.uid()).await?;
+        let (dest, src) = (header.dest.uid(), header.src.uid());
+        let (dest_owner, dest_shares, dest_state, src_owner, src_shares, src_known): SendChecks = redis::pipe()
+            .get(format!("owner:{dest}"))
+            .smembers(format!("share:{dest}"))
+            .get(format!("active:{dest}"))
+            .get(format!("owner:{src}"))
+            .smembers(format!("share:{src}"))
+            .exists(format!("active:{src}"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        if !may_access(caller, dest_owner.as_deref(), &dest_shares) {
+            return Err(ApiError::forbidden());
+        }
         if message.len() > self.message_limit {
             return Err(ApiError::TooLarge { size: message.len(), limit: self.message_limit });
         }
-        self.deliver(header, message).await
+        if dest_state.is_none() {
+            return Err(ApiError::UnknownMailbox);
+        }
+        if !src_known || !may_access(caller, src_owner.as_deref(), &src_shares) {
+            return Err(ApiError::forbidden_src());
+        }
+        let (kind, header_json) = match header.kind {
+            MessageKind::Request => {
+                ("request", serde_json::to_string(header).map_err(|e| ApiError::Unavailable(e.to_string()))?)
+            }
+            MessageKind::Response => ("response", String::new()),
+        };
+        let (record, counter) = tracking_keys(header);
+        let outcome: String = PUT
+            .key(format!("active:{dest}"))
+            .key(format!("queue:{dest}"))
+            .key(format!("sent:{dest}:{}", header.tag))
+            .key(record)
+            .key(counter)
+            .arg(message.as_ref())
+            .arg(kind)
+            .arg(header_json)
+            .arg(self.mailbox_ttl)
+            .arg(self.gravestone_ttl)
+            .arg(sha1_smol::Sha1::from(&message).digest().to_string())
+            .arg(SENT_TTL_S)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        match outcome.as_str() {
+            "stored" | "duplicate" => Ok(()),
+            "unknown" => Err(ApiError::UnknownMailbox),
+            "terminated" => Err(ApiError::Terminated),
+            other => Err(ApiError::Unavailable(format!("storage failed: the send script answered {other:?}"))),
+        }
     }
 
     async fn requeue(&self, id: &EntityId, messages: Vec<Bytes>) -> Result<(), ApiError> {
@@ -393,7 +449,7 @@ impl Storage for RedisStorage {
         }
         let uid = id.uid();
         let mut invocation = REQUEUE.prepare_invoke();
-        invocation.key(format!("active:{uid}")).key(format!("queue:{uid}"));
+        invocation.key(format!("active:{uid}")).key(format!("queue:{uid}")).arg(self.mailbox_ttl);
         for message in &messages {
             invocation.arg(message.as_ref());
         }
@@ -465,11 +521,13 @@ impl Storage for RedisStorage {
     async fn set_heartbeat(&self, caller: &Caller, id: &EntityId) -> Result<(), ApiError> {
         let uid = id.uid();
         self.require_access(caller, uid).await?;
-        let now = self.redis_now().await?;
-        let mut pipe = redis::pipe();
-        pipe.set(format!("heartbeat:{uid}"), format!("{now:.6}")).ignore();
-        self.refresh_gravestone_ttls(&mut pipe, uid);
-        pipe.query_async::<()>(&mut self.conn()).await.map_err(store_error)
+        // An unknown id is a 200 that stores nothing (Academy answers 200 too).
+        let mut invocation = HEARTBEAT.prepare_invoke();
+        for key in registration_keys(uid) {
+            invocation.key(key);
+        }
+        invocation.arg(self.gravestone_ttl).invoke_async::<i64>(&mut self.conn()).await.map_err(store_error)?;
+        Ok(())
     }
 
     async fn heartbeat(&self, caller: &Caller, id: &EntityId) -> Result<Option<f64>, ApiError> {
@@ -503,13 +561,16 @@ impl Storage for RedisStorage {
         if !caller.groups.contains(group) {
             return Err(ApiError::forbidden());
         }
-        let _: i64 = redis::cmd("SADD")
-            .arg(format!("share:{}", id.uid()))
-            .arg(group)
-            .query_async(&mut self.conn())
+        let key = format!("share:{}", id.uid());
+        redis::pipe()
+            .atomic()
+            .sadd(&key, group)
+            .ignore()
+            .expire(&key, self.gravestone_ttl)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
             .await
-            .map_err(store_error)?;
-        Ok(())
+            .map_err(store_error)
     }
 
     async fn shares(&self, caller: &Caller, id: &EntityId) -> Result<Vec<String>, ApiError> {
