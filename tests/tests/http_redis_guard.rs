@@ -355,7 +355,8 @@ async fn terminate_during_a_stall_is_completed_by_a_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requeued_messages_keep_order_and_expire() {
     let redis_server = RedisServer::start();
-    let storage = RedisStorage::connect(&redis_server.url(), 1 << 20, 7.0, 365.0).await.expect("connect the storage");
+    let config = ServerConfig::from_toml("[backend]\nkind = \"redis\"\nmessage_size_limit_kb = 1024\n").unwrap();
+    let storage = RedisStorage::connect(&redis_server.url(), &config).await.expect("connect the storage");
     let caller = Caller::anonymous();
     let (live, dead) = (EntityId::from(UserId::new(None)), EntityId::from(UserId::new(None)));
     for id in [&live, &dead] {
