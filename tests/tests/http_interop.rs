@@ -163,13 +163,22 @@ async fn academy_server_and_ours_share_one_redis() {
     ))
     .await;
     let config = ServerConfig::from_toml(&format!(
-        "port = 0\n[backend]\nkind = \"redis\"\nhostname = \"127.0.0.1\"\nport = {}\n",
+        "port = 0\n[backend]\nkind = \"redis\"\nhostname = \"127.0.0.1\"\nport = {}\nreconcile_interval_s = 0.2\n",
         redis.port()
     ))
     .unwrap();
     let ours = spawn_server(HttpExchangeServer::from_config(config).await.unwrap()).await.unwrap();
     let via_academy = HttpExchange::connect(&academy.url).await.unwrap();
     let via_ours = ours.client();
+
+    // An agent Academy's server registers is found by ours after a reconcile pass of its index.
+    let theirs =
+        via_academy.register_agent(AgentRegistration::new(["test.Theirs", "academy.agent.Agent"])).await.unwrap();
+    let started = std::time::Instant::now();
+    while via_ours.discover("test.Theirs", false).await.unwrap() != vec![theirs.clone()] {
+        assert!(started.elapsed() < Duration::from_secs(30), "Academy's agent never found by our discover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let user = via_academy.register_user(Some("user")).await.unwrap();
     let agent = via_ours.register_agent(AgentRegistration::new(["test.Mixed", "academy.agent.Agent"])).await.unwrap();

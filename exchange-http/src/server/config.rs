@@ -173,6 +173,14 @@ pub struct BackendConfig {
     /// at which the memory storage drops a terminated mailbox (its id is unknown again).
     #[serde(default = "default_gravestone_expiration")]
     pub gravestone_expiration_d: f64,
+    /// Seconds a Redis command may take before its request answers `503` (`kind = "redis"`;
+    /// our extension, default 5). Connecting is limited to 1 s whatever this says.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout_s: f64,
+    /// Seconds between passes that add agents registered by other servers (Academy's) to our
+    /// discover index (`kind = "redis"`; our extension, default 10).
+    #[serde(default = "default_reconcile_interval")]
+    pub reconcile_interval_s: f64,
     /// A Redis URL (`redis://[user:password@]host:port/db`, `rediss://…`, `redis+unix:///path`)
     /// instead of `hostname` and `port` (`kind = "redis"`; our extension).
     #[serde(default)]
@@ -196,6 +204,8 @@ impl std::fmt::Debug for BackendConfig {
             .field("port", &self.port)
             .field("mailbox_expiration_d", &self.mailbox_expiration_d)
             .field("gravestone_expiration_d", &self.gravestone_expiration_d)
+            .field("command_timeout_s", &self.command_timeout_s)
+            .field("reconcile_interval_s", &self.reconcile_interval_s)
             .field("url", &self.url.as_deref().map(redact_url))
             .field("ca_file", &self.ca_file)
             .field("kwargs", &self.kwargs.keys().collect::<Vec<_>>())
@@ -205,6 +215,14 @@ impl std::fmt::Debug for BackendConfig {
 
 /// `[backend.kwargs]` keys understood (redis-py's names, as Academy passes them on).
 const REDIS_KWARGS: &[&str] = &["username", "password", "db", "ssl", "ssl_ca_certs", "unix_socket_path"];
+
+fn default_command_timeout() -> f64 {
+    5.0
+}
+
+fn default_reconcile_interval() -> f64 {
+    10.0
+}
 
 fn default_redis_host() -> String {
     "localhost".into()
@@ -347,6 +365,8 @@ impl Default for BackendConfig {
             port: default_redis_port(),
             mailbox_expiration_d: default_mailbox_expiration(),
             gravestone_expiration_d: default_gravestone_expiration(),
+            command_timeout_s: default_command_timeout(),
+            reconcile_interval_s: default_reconcile_interval(),
             url: None,
             ca_file: None,
             kwargs: toml::Table::new(),
@@ -411,6 +431,8 @@ impl ServerConfig {
         seconds("[limits] header_timeout_s", limits.header_timeout_s)?;
         seconds("[limits] body_timeout_s", limits.body_timeout_s)?;
         seconds("[limits] shutdown_timeout_s", limits.shutdown_timeout_s)?;
+        seconds("[backend] command_timeout_s", self.backend.command_timeout_s)?;
+        seconds("[backend] reconcile_interval_s", self.backend.reconcile_interval_s)?;
         for (name, value) in [
             ("max_connections", limits.max_connections),
             ("mailbox_max_messages", limits.mailbox_max_messages),
@@ -622,6 +644,8 @@ backup_count = 3
             ("[auth]\nmethod = \"globus\"\n[auth.kwargs]\nclient_id = \"ABC\"", "globus"),
             ("[backend]\n[backend.kwargs]\nretry_on_timeout = true", "retry_on_timeout"),
             ("[logger]\nlogfile_size = 3", "logfile_size"),
+            ("[backend]\ncommand_timeout_s = 0", "command_timeout_s must be a number of seconds above 0"),
+            ("[backend]\nreconcile_interval_s = 1e19", "reconcile_interval_s must be a number of seconds above 0"),
         ];
         for (toml, reason) in cases {
             match ServerConfig::from_toml(toml) {

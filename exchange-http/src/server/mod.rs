@@ -81,15 +81,8 @@ impl HttpExchangeServer {
         if !redis {
             return Ok(server);
         }
-        let backend = &server.config.backend;
         let url = server.config.redis_url()?;
-        let storage = RedisStorage::connect(
-            &url,
-            server.config.message_limit(),
-            backend.mailbox_expiration_d,
-            backend.gravestone_expiration_d,
-        )
-        .await?;
+        let storage = RedisStorage::connect(&url, &server.config).await?;
         Ok(server.with_storage(Arc::new(storage)))
     }
 

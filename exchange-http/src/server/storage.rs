@@ -213,4 +213,10 @@ pub trait Storage: Send + Sync + 'static {
     fn totals(&self) -> Option<StoreTotals> {
         None
     }
+
+    /// Times since start the store was found to have lost its data (Redis: the marker key
+    /// vanished); 0 for stores that cannot lose it behind our back.
+    fn data_losses(&self) -> u64 {
+        0
+    }
 }

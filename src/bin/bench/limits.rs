@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use exchange::{Body, EntityId, Message, Result};
+use exchange::{AgentRegistration, Body, EntityId, Message, Result};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -102,6 +102,57 @@ async fn stalled_stream(args: &Args, address: &str) -> Result<()> {
         args,
         "limits-stalled-stream",
         json!({ "queued": QUEUED, "stall_s": STALL.as_secs(), "lost": lost, "lost_pct": round(lost as f64 * 100.0 / QUEUED as f64, 2) }),
+    );
+    Ok(())
+}
+
+/// Agents registered for `limits-redis-discover` (`--n`), and discovers timed.
+const AGENTS: usize = 20_000;
+const DISCOVERS: usize = 20;
+
+/// `limits-redis-discover`: registers `--n` agents (default 20,000, 16 at a time) on `--url`
+/// (an exchange server with Redis storage, flushed before) and times discover over them, one
+/// at a time and four at once.
+pub(crate) async fn redis_discover(args: &Args) -> Result<()> {
+    let exchange = args.connect().await?;
+    let wanted = args.n_or(AGENTS);
+    let registrations = (0..16).map(|task| {
+        let exchange = exchange.clone();
+        async move {
+            for _ in (task..wanted).step_by(16) {
+                exchange.register_agent(AgentRegistration::new(["bench.Discovered", "academy.agent.Agent"])).await?;
+            }
+            Result::Ok(())
+        }
+    });
+    for registered in futures::future::join_all(registrations).await {
+        registered?;
+    }
+    let mut alone = Vec::with_capacity(DISCOVERS);
+    for _ in 0..DISCOVERS {
+        let started = Instant::now();
+        let found = exchange.discover("bench.Discovered", false).await?;
+        alone.push(started.elapsed().as_secs_f64() * 1e3);
+        if found.len() != wanted {
+            return Err(exchange::Error::config(format!("discover found {} of {wanted} agents", found.len())));
+        }
+    }
+    let started = Instant::now();
+    let together = (0..4).map(|_| exchange.discover("bench.Discovered", false));
+    for found in futures::future::join_all(together).await {
+        found?;
+    }
+    let four_ms = started.elapsed().as_secs_f64() * 1e3;
+    alone.sort_by(f64::total_cmp);
+    emit(
+        args,
+        "limits-redis-discover",
+        json!({
+            "agents": wanted,
+            "discover_p50_ms": round(alone[DISCOVERS / 2], 2),
+            "discover_max_ms": round(alone[DISCOVERS - 1], 2),
+            "four_concurrent_ms": round(four_ms, 2),
+        }),
     );
     Ok(())
 }

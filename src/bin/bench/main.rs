@@ -155,9 +155,11 @@ async fn run(args: &Args, scenario: &str) -> exchange::Result<()> {
         "memory" => memory::memory(args).await,
         // Not part of "all": HTTP servers only, and it takes a minute.
         "limits" => limits::limits(args).await,
-        other => {
-            Err(exchange::Error::config(format!("unknown scenario {other:?}; known: {SCENARIOS:?}, memory and limits")))
-        }
+        // Not part of "all": an HTTP server with Redis storage, which it fills with agents.
+        "limits-redis-discover" => limits::redis_discover(args).await,
+        other => Err(exchange::Error::config(format!(
+            "unknown scenario {other:?}; known: {SCENARIOS:?}, memory, limits and limits-redis-discover"
+        ))),
     }
 }
 

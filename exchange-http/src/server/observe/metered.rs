@@ -119,4 +119,8 @@ impl Storage for MeteredStorage {
     fn totals(&self) -> Option<StoreTotals> {
         self.inner.totals()
     }
+
+    fn data_losses(&self) -> u64 {
+        self.inner.data_losses()
+    }
 }

@@ -245,10 +245,20 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text of every metric, plus the store's totals when it knows them.
-    pub(crate) fn encode(&self, totals: Option<StoreTotals>) -> String {
+    /// The Prometheus text of every metric, plus the store's totals when it knows them and the
+    /// times it lost its data.
+    pub(crate) fn encode(&self, totals: Option<StoreTotals>, data_losses: u64) -> String {
         let mut text = String::with_capacity(8 * 1024);
         prometheus_text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        let mut health = Registry::with_prefix("exchange");
+        let losses: Counter = Counter::default();
+        losses.inc_by(data_losses);
+        health.register(
+            "storage_data_losses",
+            "Times the store was found to have lost its data (Redis: the marker key exchange-server:marker vanished)",
+            losses,
+        );
+        prometheus_text::encode(&mut text, &health).expect("writing to a String cannot fail");
         if let Some(totals) = totals {
             let mut store = Registry::with_prefix("exchange");
             let gauge = |value: u64| {

@@ -20,7 +20,7 @@ pub(crate) const SHUTTING_DOWN: &str = "Server shutting down";
 
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.encode(state.storage.totals());
+    let text = state.metrics.encode(state.storage.totals(), state.storage.data_losses());
     let mut response = (StatusCode::OK, text).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
     response

@@ -8,7 +8,11 @@
 
 mod scripts;
 
+mod health;
+mod index;
+
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +24,7 @@ use redis::{AsyncConnectionConfig, RedisError};
 use uuid::Uuid;
 
 use self::scripts::{HEARTBEAT, NOTICES, PUT, REQUEUE};
+use super::config::ServerConfig;
 use super::storage::{ApiError, Caller, Storage};
 
 const CLOSED: &str = "<CLOSED>";
@@ -28,11 +33,6 @@ const CLOSED: &str = "<CLOSED>";
 /// a client's retry of a send whose answer it lost is not stored twice (a different message
 /// with the same tag, e.g. a request's response, is stored).
 const SENT_TTL_S: u64 = 120;
-
-/// Response timeout of every command on the shared connection (reads, writes and scripts,
-/// each bounded in size): long enough to ride out a short Redis stall (a fork, a slow
-/// command), short enough to answer `503` while Redis hangs. redis-rs's default is 500 ms.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a send reads before its script: the destination's owner, shares and state, the
 /// sender's owner and shares, and whether the sender is registered.
@@ -53,6 +53,23 @@ pub struct RedisStorage {
     message_limit: usize,
     mailbox_ttl: i64,
     gravestone_ttl: i64,
+    losses: Arc<health::DataLosses>,
+    _background: Background,
+}
+
+/// Longest wait for a connection to Redis: a request fails with `503` within it while Redis
+/// is unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Tasks that live as long as the storage (aborted on drop).
+struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisStorage {
@@ -70,32 +87,43 @@ fn days_to_secs(days: f64) -> i64 {
 }
 
 impl RedisStorage {
-    /// Connects to `url` (`redis://host:port[/db]`). TTLs are in days (Academy's defaults: 7 for
-    /// queues and requests, 365 for status, owner, heartbeat and agent keys, and here also for
-    /// counters and shares).
+    /// Connects to `url` (`redis://host:port[/db]`) with the `[backend]` settings of `config`:
+    /// TTLs in days (Academy's defaults: 7 for queues and requests, 365 for status, owner,
+    /// heartbeat and agent keys, and here also for counters and shares), the command timeout,
+    /// the reconcile interval. Writes the marker key if absent and starts the marker watcher
+    /// and the index reconcile.
     ///
     /// # Errors
     /// [`exchange_core::Error::Unavailable`] if Redis does not answer.
-    pub async fn connect(
-        url: &str,
-        message_limit: usize,
-        mailbox_expiration_d: f64,
-        gravestone_expiration_d: f64,
-    ) -> exchange_core::Result<Self> {
+    pub async fn connect(url: &str, config: &ServerConfig) -> exchange_core::Result<Self> {
         let unavailable = |e: RedisError| exchange_core::Error::unavailable("http", format!("redis {url}: {e}"));
         let client = redis::Client::open(url).map_err(|e| exchange_core::Error::config(format!("{url}: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let mut conn = ConnectionManager::new_with_config(client.clone(), config).await.map_err(unavailable)?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(unavailable)?;
+        let backend = &config.backend;
+        // One connection attempt per failure: a request never waits on a retry schedule while
+        // Redis is down; the next request (or the marker watcher) reconnects.
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            // Every command on the shared connection (reads, writes and scripts, each bounded in
+            // size): long enough to ride out a short Redis stall (a fork, a slow command), short
+            // enough to answer `503` while Redis hangs (redis-rs's default is 500 ms).
+            .set_response_timeout(Some(Duration::from_secs_f64(backend.command_timeout_s)))
+            .set_number_of_retries(0);
+        let mut conn = ConnectionManager::new_with_config(client.clone(), manager).await.map_err(unavailable)?;
+        let marker = health::claim(&mut conn).await.map_err(unavailable)?;
+        let losses = Arc::<health::DataLosses>::default();
+        let background = Background(vec![
+            tokio::spawn(health::watch(conn.clone(), marker, losses.clone())),
+            tokio::spawn(index::reconcile_forever(conn.clone(), Duration::from_secs_f64(backend.reconcile_interval_s))),
+        ]);
         Ok(RedisStorage {
             client,
             conn,
             blocking: Mutex::default(),
-            message_limit,
-            mailbox_ttl: days_to_secs(mailbox_expiration_d),
-            gravestone_ttl: days_to_secs(gravestone_expiration_d),
+            message_limit: config.message_limit(),
+            mailbox_ttl: days_to_secs(backend.mailbox_expiration_d),
+            gravestone_ttl: days_to_secs(backend.gravestone_expiration_d),
+            losses,
+            _background: background,
         })
     }
 
@@ -169,6 +197,52 @@ impl RedisStorage {
             }
             cursor = next;
         }
+    }
+
+    /// The `uids` that are active and that `caller` may access, in their order: status and
+    /// owner by `MGET` in chunks, shares only of the mailboxes the caller does not own.
+    async fn accessible_active(&self, caller: &Caller, uids: Vec<Uuid>) -> Result<Vec<Uuid>, ApiError> {
+        const CHUNK: usize = 1000;
+        if uids.is_empty() {
+            return Ok(uids);
+        }
+        let mut pipe = redis::pipe();
+        for chunk in uids.chunks(CHUNK) {
+            pipe.cmd("MGET").arg(chunk.iter().map(|uid| format!("active:{uid}")).collect::<Vec<_>>());
+            pipe.cmd("MGET").arg(chunk.iter().map(|uid| format!("owner:{uid}")).collect::<Vec<_>>());
+        }
+        let replies: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn()).await.map_err(store_error)?;
+        let (mut states, mut owners) = (Vec::with_capacity(uids.len()), Vec::with_capacity(uids.len()));
+        for pair in replies.chunks(2) {
+            if let [state, owner] = pair {
+                states.extend(state.iter().cloned());
+                owners.extend(owner.iter().cloned());
+            }
+        }
+        let me = owner_of(caller);
+        // Active ones, and whether their shares decide access.
+        let candidates: Vec<(Uuid, bool)> = uids
+            .iter()
+            .zip(states.iter().zip(&owners))
+            .filter(|(_, (state, _))| state.as_deref() == Some(ACTIVE))
+            .map(|(uid, (_, owner))| (*uid, owner.as_ref().is_some_and(|owner| *owner != me)))
+            .collect();
+        let mut pipe = redis::pipe();
+        for (uid, _) in candidates.iter().filter(|(_, shared)| *shared) {
+            pipe.smembers(format!("share:{uid}"));
+        }
+        let mut shares: std::vec::IntoIter<Vec<String>> = if candidates.iter().any(|(_, shared)| *shared) {
+            pipe.query_async::<Vec<Vec<String>>>(&mut self.conn()).await.map_err(store_error)?.into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
+        Ok(candidates
+            .into_iter()
+            .filter(|(_, shared)| {
+                !*shared || shares.next().is_some_and(|groups| groups.iter().any(|g| caller.groups.contains(g)))
+            })
+            .map(|(uid, _)| uid)
+            .collect())
     }
 
     /// Share routes: existence and termination before ownership.
@@ -263,11 +337,18 @@ impl Storage for RedisStorage {
         }
         let mut pipe = redis::pipe();
         pipe.set(format!("owner:{uid}"), owner_of(caller)).ignore();
-        if let (Some(names), Some(_)) = (agent, id.as_agent()) {
+        let is_agent = agent.is_some() && id.as_agent().is_some();
+        if let (Some(names), true) = (agent, is_agent) {
             pipe.set(format!("agent:{uid}"), names.join(",")).ignore();
         }
         self.refresh_gravestone_ttls(&mut pipe, uid);
-        pipe.query_async::<()>(&mut self.conn()).await.map_err(store_error)
+        pipe.query_async::<()>(&mut self.conn()).await.map_err(store_error)?;
+        if is_agent {
+            // After the `agent:` key: an indexed agent always has its names. Should this fail,
+            // the reconcile pass indexes the agent.
+            index::add(&mut self.conn(), uid).await.map_err(store_error)?;
+        }
+        Ok(())
     }
 
     async fn terminate(&self, caller: &Caller, id: &EntityId) -> Result<(), ApiError> {
@@ -277,8 +358,9 @@ impl Storage for RedisStorage {
             None => return Ok(()),
             Some(ACTIVE) => {
                 let queue = format!("queue:{uid}");
-                redis::pipe()
-                    .atomic()
+                let mut pipe = redis::pipe();
+                index::remove(&mut pipe, uid);
+                pipe.atomic()
                     .set_ex(format!("active:{uid}"), TERMINATED, self.gravestone_ttl as u64)
                     .ignore()
                     .del(&queue)
@@ -418,19 +500,22 @@ impl Storage for RedisStorage {
     }
 
     async fn discover(&self, caller: &Caller, agent: &str, allow_subclasses: bool) -> Result<Vec<Uuid>, ApiError> {
-        let mut found = Vec::new();
-        for key in self.scan("agent:*").await? {
-            let Some(uid) = key.strip_prefix("agent:").and_then(|u| Uuid::parse_str(u).ok()) else { continue };
-            let names: Option<String> =
-                redis::cmd("GET").arg(&key).query_async(&mut self.conn()).await.map_err(store_error)?;
-            let Some(names) = names else { continue };
-            let mut names = names.split(',');
-            let matches = if allow_subclasses { names.any(|n| n == agent) } else { names.next() == Some(agent) };
-            if matches && self.access(caller, uid).await?.1 && self.state(uid).await?.as_deref() == Some(ACTIVE) {
-                found.push(uid);
-            }
-        }
-        Ok(found)
+        let mut conn = self.conn();
+        let matching: Vec<Uuid> = index::agents(&mut conn)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .filter(|(_, names)| {
+                let mut names = names.split(',');
+                if allow_subclasses { names.any(|n| n == agent) } else { names.next() == Some(agent) }
+            })
+            .map(|(uid, _)| uid)
+            .collect();
+        self.accessible_active(caller, matching).await
+    }
+
+    fn data_losses(&self) -> u64 {
+        self.losses.get()
     }
 
     async fn set_heartbeat(&self, caller: &Caller, id: &EntityId) -> Result<(), ApiError> {
