@@ -87,7 +87,8 @@ impl HttpExchangeServer {
             backend.mailbox_expiration_d,
             backend.gravestone_expiration_d,
         )
-        .await?;
+        .await?
+        .with_blocking_connections(server.config.limits.redis_blocking_connections);
         Ok(server.with_storage(Arc::new(storage)))
     }
 

@@ -2,7 +2,9 @@
 //! §4.2), so several servers (ours or Academy's) can share one Redis. Differences from Academy,
 //! as recommended: a terminated id stays terminated when re-created (gravestone), terminate
 //! notices are sent with server authority, and a `<CLOSED>` sentinel taken by one receiver is
-//! put back for the others.
+//! put back for the others. Waiting receives share a few connections (see [`dispatcher`]).
+
+mod dispatcher;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -10,11 +12,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use exchange_core::{EntityId, Header, MailboxStats, MailboxStatus, Message, MessageKind};
-use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::RedisError;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
 
+pub(crate) use self::dispatcher::DEFAULT_BLOCKING_CONNECTIONS;
+use self::dispatcher::Dispatcher;
 use super::storage::{ApiError, Caller, Storage};
 
 const CLOSED: &str = "<CLOSED>";
@@ -37,8 +40,8 @@ const TERMINATED: &str = "TERMINATED";
 pub struct RedisStorage {
     client: redis::Client,
     conn: ConnectionManager,
-    /// Connections for blocking pops (one per waiting receive).
-    blocking: Mutex<Vec<MultiplexedConnection>>,
+    /// Waiting receives, on at most a few connections of their own.
+    dispatcher: Dispatcher,
     message_limit: usize,
     mailbox_ttl: i64,
     gravestone_ttl: i64,
@@ -76,13 +79,21 @@ impl RedisStorage {
         let mut conn = ConnectionManager::new_with_config(client.clone(), config).await.map_err(unavailable)?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(unavailable)?;
         Ok(RedisStorage {
+            dispatcher: Dispatcher::new(client.clone(), conn.clone(), DEFAULT_BLOCKING_CONNECTIONS),
             client,
             conn,
-            blocking: Mutex::default(),
             message_limit,
             mailbox_ttl: days_to_secs(mailbox_expiration_d),
             gravestone_ttl: days_to_secs(gravestone_expiration_d),
         })
+    }
+
+    /// Waiting receives share at most `connections` Redis connections (at least one; default
+    /// [`DEFAULT_BLOCKING_CONNECTIONS`]), besides the command connection.
+    #[must_use]
+    pub fn with_blocking_connections(mut self, connections: usize) -> Self {
+        self.dispatcher = Dispatcher::new(self.client.clone(), self.conn.clone(), connections);
+        self
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -176,14 +187,6 @@ impl RedisStorage {
             .query_async::<()>(&mut conn)
             .await
             .map_err(store_error)
-    }
-
-    async fn blocking_conn(&self) -> Result<MultiplexedConnection, ApiError> {
-        if let Some(conn) = self.blocking.lock().pop() {
-            return Ok(conn);
-        }
-        let config = AsyncConnectionConfig::new().set_response_timeout(None);
-        self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(store_error)
     }
 
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, ApiError> {
@@ -327,33 +330,17 @@ impl Storage for RedisStorage {
         let mut pipe = redis::pipe();
         self.refresh_gravestone_ttls(&mut pipe, uid);
         pipe.expire(&queue, self.mailbox_ttl).ignore();
-        pipe.query_async::<()>(&mut self.conn()).await.map_err(store_error)?;
-        if timeout.is_zero() {
-            return Ok(None);
-        }
-        let mut conn = self.blocking_conn().await?;
-        // Dropped mid-wait (a closed stream), the connection goes with the future, never back
-        // to the pool.
-        let popped: Option<(String, Vec<u8>)> = redis::cmd("BLPOP")
-            .arg(&queue)
-            .arg(timeout.as_secs_f64().max(0.001))
-            .query_async(&mut conn)
-            .await
-            .map_err(store_error)?;
-        self.blocking.lock().push(conn);
-        match popped {
-            None => Ok(None),
-            Some((_, value)) if value == CLOSED.as_bytes() => {
+        pipe.cmd("LPOP").arg(&queue);
+        let (first,): (Option<Vec<u8>>,) = pipe.query_async(&mut self.conn()).await.map_err(store_error)?;
+        match first {
+            Some(value) if value == CLOSED.as_bytes() => {
                 // Put the sentinel back so every other receiver sees it too.
-                let _: i64 = redis::cmd("LPUSH")
-                    .arg(&queue)
-                    .arg(CLOSED)
-                    .query_async(&mut self.conn())
-                    .await
-                    .map_err(store_error)?;
+                dispatcher::put_back(&mut self.conn(), &queue, &value).await?;
                 Err(ApiError::Terminated)
             }
-            Some((_, value)) => Ok(Some(Bytes::from(value))),
+            Some(value) => Ok(Some(Bytes::from(value))),
+            None if timeout.is_zero() => Ok(None),
+            None => self.dispatcher.wait(&queue, timeout).await,
         }
     }
 
