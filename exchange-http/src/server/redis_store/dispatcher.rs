@@ -1,11 +1,11 @@
 //! Waiting receives of the Redis storage on a bounded number of connections.
 //!
 //! A receive that finds its queue empty registers as a waiter of that queue key. A few worker
-//! tasks, each with its own connection, block in `BLMPOP` over the keys that have waiters (a key
+//! tasks, each with its own connection, block in one `BLPOP` over the keys that have waiters (a key
 //! belongs to one worker while it has waiters; a new key goes to the worker with the fewest).
 //! A popped message goes to the oldest waiter of its queue; if no waiter is left to take it, it
 //! goes back to the head of the queue. When a key joins a worker that is blocked, the worker is
-//! woken by a push to its private wake-up key, which is part of every `BLMPOP` it sends. A
+//! woken by a push to its private wake-up key, which is part of every `BLPOP` it sends. A
 //! worker without keys for [`IDLE`] closes its connection and ends.
 
 use std::collections::{HashMap, VecDeque};
@@ -25,7 +25,7 @@ use crate::server::storage::ApiError;
 /// Blocking connections per server unless configured (`[limits] redis_blocking_connections`).
 pub(crate) const DEFAULT_BLOCKING_CONNECTIONS: usize = 4;
 
-/// How long one `BLMPOP` blocks before the worker looks at its keys again.
+/// How long one `BLPOP` blocks before the worker looks at its keys again.
 const BLOCK_SECONDS: u64 = 10;
 
 /// How long a worker without keys keeps its connection.
@@ -81,9 +81,9 @@ struct WorkerState {
     keys: usize,
     /// Its task is running.
     running: bool,
-    /// It is in a `BLMPOP` over the keys it had when it sent it.
+    /// It is in a `BLPOP` over the keys it had when it sent it.
     blocked: bool,
-    /// A wake-up was pushed since that `BLMPOP` was sent.
+    /// A wake-up was pushed since that `BLPOP` was sent.
     woken: bool,
 }
 
@@ -316,7 +316,7 @@ async fn run_worker(shared: Arc<Shared>, worker: usize) {
     }
 }
 
-/// One `BLMPOP` over `keys` and the wake-up key, connecting first if needed.
+/// One `BLPOP` over `keys` and the wake-up key (any Redis version), connecting first if needed.
 async fn pop(
     client: &redis::Client,
     conn: &mut Option<MultiplexedConnection>,
@@ -332,14 +332,12 @@ async fn pop(
             conn.insert(client.get_multiplexed_async_connection_with_config(&config).await.map_err(store_error)?)
         }
     };
-    let popped: Option<(String, Vec<Vec<u8>>)> = redis::cmd("BLMPOP")
-        .arg(BLOCK_SECONDS)
-        .arg(keys.len() + 1)
+    let popped: Option<(String, Vec<u8>)> = redis::cmd("BLPOP")
         .arg(keys)
         .arg(wake_key)
-        .arg("LEFT")
+        .arg(BLOCK_SECONDS)
         .query_async(conn)
         .await
         .map_err(store_error)?;
-    Ok(popped.and_then(|(queue, mut values)| values.pop().map(|value| (queue, Bytes::from(value)))))
+    Ok(popped.map(|(queue, value)| (queue, Bytes::from(value))))
 }
