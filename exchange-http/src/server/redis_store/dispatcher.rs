@@ -272,8 +272,9 @@ pub(super) async fn put_back(conn: &mut ConnectionManager, queue: &str, message:
 async fn run_worker(shared: Arc<Shared>, worker: usize) {
     let me = &shared.workers[worker];
     let mut conn: Option<MultiplexedConnection> = None;
+    let mut round = 0usize;
     loop {
-        let keys = loop {
+        let mut keys = loop {
             let notified = me.notify.notified();
             {
                 let mut state = shared.state.lock();
@@ -295,6 +296,11 @@ async fn run_worker(shared: Arc<Shared>, worker: usize) {
                 }
             }
         };
+        // `BLPOP` serves the first key with a message: start each round elsewhere, so that no
+        // queue waits behind busier ones.
+        round = round.wrapping_add(1);
+        let start = round % keys.len();
+        keys.rotate_left(start);
         let popped = match pop(&shared.client, &mut conn, &keys, &me.wake_key).await {
             Ok(popped) => popped,
             Err(e) => {
@@ -332,12 +338,7 @@ async fn pop(
             conn.insert(client.get_multiplexed_async_connection_with_config(&config).await.map_err(store_error)?)
         }
     };
-    let popped: Option<(String, Vec<u8>)> = redis::cmd("BLPOP")
-        .arg(keys)
-        .arg(wake_key)
-        .arg(BLOCK_SECONDS)
-        .query_async(conn)
-        .await
-        .map_err(store_error)?;
+    let popped: Option<(String, Vec<u8>)> =
+        redis::cmd("BLPOP").arg(keys).arg(wake_key).arg(BLOCK_SECONDS).query_async(conn).await.map_err(store_error)?;
     Ok(popped.map(|(queue, value)| (queue, Bytes::from(value))))
 }
