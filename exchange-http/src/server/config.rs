@@ -627,6 +627,7 @@ backup_count = 3
             ("[auth]\nmethod = \"globus\"\n[auth.kwargs]\nclient_id = \"ABC\"", "globus"),
             ("[backend]\n[backend.kwargs]\nretry_on_timeout = true", "retry_on_timeout"),
             ("[logger]\nlogfile_size = 3", "logfile_size"),
+            ("[limits]\nredis_blocking_connections = 0", "redis_blocking_connections must be at least 1"),
         ];
         for (toml, reason) in cases {
             match ServerConfig::from_toml(toml) {
