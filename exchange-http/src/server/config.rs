@@ -74,6 +74,9 @@ pub struct LimitsConfig {
     pub store_max_mb: usize,
     /// Mailboxes (gravestones included) the memory store may hold (`507` past it).
     pub store_max_mailboxes: usize,
+    /// Redis connections that waiting receives (long polls, event streams) share, whatever
+    /// their number (Redis storage; besides the one command connection).
+    pub redis_blocking_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -88,6 +91,7 @@ impl Default for LimitsConfig {
             mailbox_max_mb: 256,
             store_max_mb: 2048,
             store_max_mailboxes: 1_000_000,
+            redis_blocking_connections: super::redis_store::DEFAULT_BLOCKING_CONNECTIONS,
         }
     }
 }
@@ -440,6 +444,7 @@ impl ServerConfig {
             ("mailbox_max_mb", limits.mailbox_max_mb),
             ("store_max_mb", limits.store_max_mb),
             ("store_max_mailboxes", limits.store_max_mailboxes),
+            ("redis_blocking_connections", limits.redis_blocking_connections),
         ] {
             if value == 0 {
                 return Err(Error::config(format!("[limits] {name} must be at least 1")));
@@ -646,6 +651,7 @@ backup_count = 3
             ("[logger]\nlogfile_size = 3", "logfile_size"),
             ("[backend]\ncommand_timeout_s = 0", "command_timeout_s must be a number of seconds above 0"),
             ("[backend]\nreconcile_interval_s = 1e19", "reconcile_interval_s must be a number of seconds above 0"),
+            ("[limits]\nredis_blocking_connections = 0", "redis_blocking_connections must be at least 1"),
         ];
         for (toml, reason) in cases {
             match ServerConfig::from_toml(toml) {

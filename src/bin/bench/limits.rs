@@ -1,6 +1,7 @@
 //! `limits`: what clients that never finish cost an HTTP exchange server (issue "hardening"):
 //! silent connections still held after the server's header timeout, and messages a stalled
-//! event stream takes out of its mailbox.
+//! event stream takes out of its mailbox. `limits-redis-clients`: the Redis clients a server
+//! with Redis storage holds while many long polls wait.
 
 use std::time::{Duration, Instant};
 
@@ -20,15 +21,105 @@ const SILENT_WAIT: Duration = Duration::from_secs(40);
 const QUEUED: usize = 20_000;
 const STALL: Duration = Duration::from_secs(3);
 
+/// Long polls opened by `limits-redis-clients` (`--n`), and how long they wait before counting.
+const POLLS: usize = 2_000;
+const POLL_WAIT: Duration = Duration::from_secs(3);
+
 /// Runs both measurements against `--url` (an HTTP exchange).
 pub(crate) async fn limits(args: &Args) -> Result<()> {
-    let address = args
-        .url()
-        .strip_prefix("http://")
-        .map(|rest| rest.trim_end_matches('/').to_owned())
-        .ok_or_else(|| exchange::Error::config("the limits scenario needs an http:// URL"))?;
+    let address = http_address(args)?;
     silent_connections(args, &address).await?;
     stalled_stream(args, &address).await
+}
+
+/// `host:port` of `--url`, which must be an HTTP exchange.
+fn http_address(args: &Args) -> Result<String> {
+    args.url()
+        .strip_prefix("http://")
+        .map(|rest| rest.trim_end_matches('/').to_owned())
+        .ok_or_else(|| exchange::Error::config("the limits scenarios need an http:// URL"))
+}
+
+/// Opens long polls on distinct mailboxes of `--url` (a server with Redis storage), reports
+/// `connected_clients` of `--redis-url` before, while they wait and after, then sends each its
+/// message and counts the polls that received it.
+pub(crate) async fn redis_clients(args: &Args) -> Result<()> {
+    let address = http_address(args)?;
+    let redis = args
+        .redis_url
+        .as_deref()
+        .and_then(|url| url.strip_prefix("redis://"))
+        .map(|rest| rest.trim_end_matches('/').to_owned())
+        .ok_or_else(|| exchange::Error::config("limits-redis-clients needs --redis-url redis://host:port"))?;
+    let exchange = args.connect().await?;
+    let sender = exchange.register_user(Some("bench-sender")).await?;
+    let mut readers = Vec::new();
+    for _ in 0..args.n_or(POLLS) {
+        readers.push(exchange.register_user(Some("bench-poll")).await?);
+    }
+    let before = connected_clients(&redis).await?;
+    let mut polls = Vec::with_capacity(readers.len());
+    for reader in &readers {
+        let body = json!({ "mailbox": EntityId::from(reader.clone()).to_json(), "timeout": 60 }).to_string();
+        let mut stream = TcpStream::connect(&address).await.map_err(|e| exchange::Error::unavailable("http", e))?;
+        stream
+            .write_all(request("GET", "/message", &body).as_bytes())
+            .await
+            .map_err(|e| exchange::Error::unavailable("http", e))?;
+        polls.push(stream);
+    }
+    tokio::time::sleep(POLL_WAIT).await;
+    let waiting = connected_clients(&redis).await?;
+    for reader in &readers {
+        exchange.send(Message::request(sender.clone(), reader.clone(), Body::PingRequest)).await?;
+    }
+    let answers = polls.into_iter().map(|mut stream| async move {
+        let mut bytes = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut bytes)).await;
+        matches!(read, Ok(Ok(_))) && bytes.starts_with(b"HTTP/1.1 200")
+    });
+    let received = futures::future::join_all(answers).await.into_iter().filter(|ok| *ok).count();
+    let after = connected_clients(&redis).await?;
+    emit(
+        args,
+        "limits-redis-clients",
+        json!({ "polls": readers.len(), "redis_clients_before": before, "redis_clients_waiting": waiting, "redis_clients_after": after, "received": received }),
+    );
+    Ok(())
+}
+
+/// A request head and body closing the connection after its answer.
+fn request(method: &str, path: &str, body: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// `connected_clients` of the Redis at `address` (`host:port`, no password), asked over a
+/// connection of its own (counted).
+async fn connected_clients(address: &str) -> Result<u64> {
+    let failed = |e: std::io::Error| exchange::Error::unavailable("redis", e);
+    let mut stream = TcpStream::connect(address).await.map_err(failed)?;
+    stream.write_all(b"INFO clients\r\n").await.map_err(failed)?;
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // A bulk string: `$<len>\r\n<text>\r\n`; the field comes early in the text.
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .map_err(|_| exchange::Error::unavailable("redis", "INFO timed out"))?
+            .map_err(failed)?;
+        reply.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        let field = text.lines().find_map(|line| line.strip_prefix("connected_clients:")).map(str::trim);
+        if let Some(count) = field.and_then(|n| n.parse().ok()).filter(|_| text.contains("\r\nblocked_clients:")) {
+            return Ok(count);
+        }
+        if n == 0 {
+            return Err(exchange::Error::unavailable("redis", format!("unexpected INFO reply {text:?}")));
+        }
+    }
 }
 
 /// Opens silent connections, waits past the header timeout, counts those still open.
@@ -78,10 +169,7 @@ async fn stalled_stream(args: &Args, address: &str) -> Result<()> {
         sent?;
     }
     let body = json!({ "mailbox": reader.to_json(), "timeout": 60 }).to_string();
-    let head = format!(
-        "GET /mailbox/listen HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let head = request("GET", "/mailbox/listen", &body);
     let mut stream = TcpStream::connect(address).await.map_err(|e| exchange::Error::unavailable("http", e))?;
     stream.write_all(head.as_bytes()).await.map_err(|e| exchange::Error::unavailable("http", e))?;
     tokio::time::sleep(STALL).await;

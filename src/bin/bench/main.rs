@@ -62,6 +62,10 @@ pub(crate) struct Args {
     /// message (`longpoll`).
     #[arg(long, default_value = "sse")]
     recv_mode: String,
+    /// Redis whose `connected_clients` limits-redis-clients reports (`redis://host:port`, the
+    /// storage of the server at --url).
+    #[arg(long)]
+    redis_url: Option<String>,
     /// Mailboxes to open (memory).
     #[arg(long, default_value_t = 10_000)]
     mailboxes: usize,
@@ -157,8 +161,10 @@ async fn run(args: &Args, scenario: &str) -> exchange::Result<()> {
         "limits" => limits::limits(args).await,
         // Not part of "all": an HTTP server with Redis storage, which it fills with agents.
         "limits-redis-discover" => limits::redis_discover(args).await,
+        // Not part of "all": an HTTP server with Redis storage, and --redis-url.
+        "limits-redis-clients" => limits::redis_clients(args).await,
         other => Err(exchange::Error::config(format!(
-            "unknown scenario {other:?}; known: {SCENARIOS:?}, memory, limits and limits-redis-discover"
+            "unknown scenario {other:?}; known: {SCENARIOS:?}, memory, limits, limits-redis-discover and limits-redis-clients"
         ))),
     }
 }

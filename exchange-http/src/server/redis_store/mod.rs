@@ -4,12 +4,13 @@
 //! notices are sent with server authority, and a `<CLOSED>` sentinel taken by one receiver is
 //! put back for the others. Beyond Academy: a message's `src` must be a mailbox the caller may
 //! access, each send is one script (a retry of the same message within 2 minutes is not stored
-//! again), and every key written expires.
+//! again), and every key written expires. Waiting receives share a few connections (see
+//! [`dispatcher`]).
 
-mod scripts;
-
+mod dispatcher;
 mod health;
 mod index;
+mod scripts;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,11 +19,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use exchange_core::{EntityId, Header, MailboxStats, MailboxStatus, Message, MessageKind};
-use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::RedisError;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
 
+pub(crate) use self::dispatcher::DEFAULT_BLOCKING_CONNECTIONS;
+use self::dispatcher::Dispatcher;
 use self::scripts::{HEARTBEAT, NOTICES, PUT, REQUEUE};
 use super::config::ServerConfig;
 use super::storage::{ApiError, Caller, Storage};
@@ -48,8 +50,8 @@ const TERMINATED: &str = "TERMINATED";
 pub struct RedisStorage {
     client: redis::Client,
     conn: ConnectionManager,
-    /// Connections for blocking pops (one per waiting receive).
-    blocking: Mutex<Vec<MultiplexedConnection>>,
+    /// Waiting receives, on at most a few connections of their own.
+    dispatcher: Dispatcher,
     message_limit: usize,
     mailbox_ttl: i64,
     gravestone_ttl: i64,
@@ -116,15 +118,23 @@ impl RedisStorage {
             tokio::spawn(index::reconcile_forever(conn.clone(), Duration::from_secs_f64(backend.reconcile_interval_s))),
         ]);
         Ok(RedisStorage {
+            dispatcher: Dispatcher::new(client.clone(), conn.clone(), DEFAULT_BLOCKING_CONNECTIONS),
             client,
             conn,
-            blocking: Mutex::default(),
             message_limit: config.message_limit(),
             mailbox_ttl: days_to_secs(backend.mailbox_expiration_d),
             gravestone_ttl: days_to_secs(backend.gravestone_expiration_d),
             losses,
             _background: background,
         })
+    }
+
+    /// Waiting receives share at most `connections` Redis connections (at least one; default
+    /// [`DEFAULT_BLOCKING_CONNECTIONS`]), besides the command connection.
+    #[must_use]
+    pub fn with_blocking_connections(mut self, connections: usize) -> Self {
+        self.dispatcher = Dispatcher::new(self.client.clone(), self.conn.clone(), connections);
+        self
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -167,14 +177,6 @@ impl RedisStorage {
         for key in registration_keys(uid) {
             pipe.expire(key, self.gravestone_ttl).ignore();
         }
-    }
-
-    async fn blocking_conn(&self) -> Result<MultiplexedConnection, ApiError> {
-        if let Some(conn) = self.blocking.lock().pop() {
-            return Ok(conn);
-        }
-        let config = AsyncConnectionConfig::new().set_response_timeout(None);
-        self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(store_error)
     }
 
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, ApiError> {
@@ -469,33 +471,17 @@ impl Storage for RedisStorage {
         let mut pipe = redis::pipe();
         self.refresh_gravestone_ttls(&mut pipe, uid);
         pipe.expire(&queue, self.mailbox_ttl).ignore();
-        pipe.query_async::<()>(&mut self.conn()).await.map_err(store_error)?;
-        if timeout.is_zero() {
-            return Ok(None);
-        }
-        let mut conn = self.blocking_conn().await?;
-        // Dropped mid-wait (a closed stream), the connection goes with the future, never back
-        // to the pool.
-        let popped: Option<(String, Vec<u8>)> = redis::cmd("BLPOP")
-            .arg(&queue)
-            .arg(timeout.as_secs_f64().max(0.001))
-            .query_async(&mut conn)
-            .await
-            .map_err(store_error)?;
-        self.blocking.lock().push(conn);
-        match popped {
-            None => Ok(None),
-            Some((_, value)) if value == CLOSED.as_bytes() => {
+        pipe.cmd("LPOP").arg(&queue);
+        let (first,): (Option<Vec<u8>>,) = pipe.query_async(&mut self.conn()).await.map_err(store_error)?;
+        match first {
+            Some(value) if value == CLOSED.as_bytes() => {
                 // Put the sentinel back so every other receiver sees it too.
-                let _: i64 = redis::cmd("LPUSH")
-                    .arg(&queue)
-                    .arg(CLOSED)
-                    .query_async(&mut self.conn())
-                    .await
-                    .map_err(store_error)?;
+                dispatcher::put_back(&mut self.conn(), &queue, &value).await?;
                 Err(ApiError::Terminated)
             }
-            Some((_, value)) => Ok(Some(Bytes::from(value))),
+            Some(value) => Ok(Some(Bytes::from(value))),
+            None if timeout.is_zero() => Ok(None),
+            None => self.dispatcher.wait(&queue, timeout).await,
         }
     }
 
