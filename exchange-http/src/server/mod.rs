@@ -82,9 +82,7 @@ impl HttpExchangeServer {
             return Ok(server);
         }
         let url = server.config.redis_url()?;
-        let storage = RedisStorage::connect(&url, &server.config)
-            .await?
-            .with_blocking_connections(server.config.limits.redis_blocking_connections);
+        let storage = RedisStorage::connect(&url, &server.config).await?;
         Ok(server.with_storage(Arc::new(storage)))
     }
 

@@ -49,6 +49,8 @@ struct Shared {
     client: redis::Client,
     /// The storage's command connection (wake-ups and putting messages back).
     conn: ConnectionManager,
+    /// The TTL (s) of a queue a message is put back into (`mailbox_expiration_d`).
+    queue_ttl: i64,
     state: Mutex<State>,
     workers: Vec<WorkerShared>,
 }
@@ -90,14 +92,14 @@ struct WorkerState {
 impl Dispatcher {
     /// A dispatcher with at most `connections` blocking connections (at least one); workers start
     /// with the first waiters.
-    pub(super) fn new(client: redis::Client, conn: ConnectionManager, connections: usize) -> Self {
+    pub(super) fn new(client: redis::Client, conn: ConnectionManager, connections: usize, queue_ttl: i64) -> Self {
         let prefix = format!("exchange:dispatch:{}", Uuid::new_v4());
         let connections = connections.max(1);
         let workers = (0..connections)
             .map(|i| WorkerShared { wake_key: format!("{prefix}:{i}"), notify: Notify::new() })
             .collect();
         let state = State { workers: (0..connections).map(|_| WorkerState::default()).collect(), ..State::default() };
-        Dispatcher { shared: Arc::new(Shared { client, conn, state: Mutex::new(state), workers }) }
+        Dispatcher { shared: Arc::new(Shared { client, conn, queue_ttl, state: Mutex::new(state), workers }) }
     }
 
     /// Waits up to `timeout` for the next message of the list `queue`; `None` when nothing came.
@@ -189,7 +191,7 @@ impl Drop for Waiter {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let mut conn = shared.conn.clone();
-                if let Err(e) = put_back(&mut conn, &queue, &message).await {
+                if let Err(e) = put_back(&mut conn, &queue, &message, shared.queue_ttl).await {
                     tracing::error!(queue, "cannot put a message back: {e}");
                 }
             });
@@ -256,14 +258,19 @@ impl Shared {
 }
 
 /// Puts `message` back at the head of `queue`: a `<CLOSED>` sentinel always, others only while
-/// the mailbox is active.
-pub(super) async fn put_back(conn: &mut ConnectionManager, queue: &str, message: &[u8]) -> Result<(), ApiError> {
+/// the mailbox is active (a queue it creates expires after `ttl` seconds).
+pub(super) async fn put_back(
+    conn: &mut ConnectionManager,
+    queue: &str,
+    message: &[u8],
+    ttl: i64,
+) -> Result<(), ApiError> {
     if message == CLOSED.as_bytes() {
         return redis::cmd("LPUSH").arg(queue).arg(message).query_async::<()>(conn).await.map_err(store_error);
     }
     let uid = queue.strip_prefix("queue:").unwrap_or(queue);
     let mut invocation = REQUEUE.prepare_invoke();
-    invocation.key(format!("active:{uid}")).key(queue).arg(message);
+    invocation.key(format!("active:{uid}")).key(queue).arg(ttl).arg(message);
     invocation.invoke_async::<i64>(conn).await.map(drop).map_err(store_error)
 }
 
@@ -315,7 +322,7 @@ async fn run_worker(shared: Arc<Shared>, worker: usize) {
         let Some((queue, message)) = popped.filter(|(queue, _)| *queue != me.wake_key) else { continue };
         if let Some(message) = shared.hand_over(&queue, message) {
             let mut command = shared.conn.clone();
-            if let Err(e) = put_back(&mut command, &queue, &message).await {
+            if let Err(e) = put_back(&mut command, &queue, &message, shared.queue_ttl).await {
                 tracing::error!(queue, "cannot put a message back: {e}");
             }
         }

@@ -48,7 +48,6 @@ const TERMINATED: &str = "TERMINATED";
 
 /// Mailboxes in Redis, in the layout of Academy's HTTP server.
 pub struct RedisStorage {
-    client: redis::Client,
     conn: ConnectionManager,
     /// Waiting receives, on at most a few connections of their own.
     dispatcher: Dispatcher,
@@ -118,8 +117,12 @@ impl RedisStorage {
             tokio::spawn(index::reconcile_forever(conn.clone(), Duration::from_secs_f64(backend.reconcile_interval_s))),
         ]);
         Ok(RedisStorage {
-            dispatcher: Dispatcher::new(client.clone(), conn.clone(), DEFAULT_BLOCKING_CONNECTIONS),
-            client,
+            dispatcher: Dispatcher::new(
+                client,
+                conn.clone(),
+                config.limits.redis_blocking_connections,
+                days_to_secs(backend.mailbox_expiration_d),
+            ),
             conn,
             message_limit: config.message_limit(),
             mailbox_ttl: days_to_secs(backend.mailbox_expiration_d),
@@ -127,14 +130,6 @@ impl RedisStorage {
             losses,
             _background: background,
         })
-    }
-
-    /// Waiting receives share at most `connections` Redis connections (at least one; default
-    /// [`DEFAULT_BLOCKING_CONNECTIONS`]), besides the command connection.
-    #[must_use]
-    pub fn with_blocking_connections(mut self, connections: usize) -> Self {
-        self.dispatcher = Dispatcher::new(self.client.clone(), self.conn.clone(), connections);
-        self
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -476,7 +471,7 @@ impl Storage for RedisStorage {
         match first {
             Some(value) if value == CLOSED.as_bytes() => {
                 // Put the sentinel back so every other receiver sees it too.
-                dispatcher::put_back(&mut self.conn(), &queue, &value).await?;
+                dispatcher::put_back(&mut self.conn(), &queue, &value, self.mailbox_ttl).await?;
                 Err(ApiError::Terminated)
             }
             Some(value) => Ok(Some(Bytes::from(value))),
