@@ -55,14 +55,19 @@ pub async fn agent_status(exchange: &dyn Exchange, id: &EntityId) -> Result<Agen
     }
 }
 
-/// Posts a heartbeat for `id` now and then every `interval`, until the task is aborted.
-pub(crate) fn spawn_heartbeat(exchange: Arc<dyn Exchange>, id: EntityId, interval: Duration) -> JoinHandle<()> {
+/// Posts a heartbeat for `id` now (before returning, so that an entity that answers already
+/// reads as active) and then every `interval`, until the returned task is aborted.
+pub(crate) async fn start_heartbeat(exchange: Arc<dyn Exchange>, id: EntityId, interval: Duration) -> JoinHandle<()> {
+    async fn beat(exchange: &dyn Exchange, id: &EntityId) {
+        if let Err(e) = exchange.update_heartbeat(id).await {
+            tracing::warn!(%id, error = %e, "heartbeat failed");
+        }
+    }
+    beat(&*exchange, &id).await;
     tokio::spawn(async move {
         loop {
-            if let Err(e) = exchange.update_heartbeat(&id).await {
-                tracing::warn!(%id, error = %e, "heartbeat failed");
-            }
             tokio::time::sleep(interval).await;
+            beat(&*exchange, &id).await;
         }
     })
 }
@@ -119,7 +124,7 @@ impl Client {
         let mailbox: Arc<dyn Mailbox> = Arc::from(exchange.open_mailbox(&id).await?);
         let client = Client::new(exchange.clone(), id.clone());
         let listener = tokio::spawn(user_listener(Arc::downgrade(&client.inner), mailbox.clone()));
-        let heartbeat = spawn_heartbeat(exchange, id, HEARTBEAT_INTERVAL);
+        let heartbeat = start_heartbeat(exchange, id, HEARTBEAT_INTERVAL).await;
         *client.inner.owned.lock() = Some(Owned { mailbox, tasks: vec![listener, heartbeat] });
         Ok(client)
     }

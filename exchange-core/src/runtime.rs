@@ -31,7 +31,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::agent::{ActionFn, Actions, Agent, Answer, Context, Loops, Shared};
-use crate::client::{Client, HEARTBEAT_INTERVAL, refusal, spawn_heartbeat};
+use crate::client::{Client, HEARTBEAT_INTERVAL, refusal, start_heartbeat};
 use crate::error::{BoxError, Error, Result};
 use crate::exchange::{Exchange, Mailbox};
 use crate::id::{AgentId, EntityId};
@@ -190,7 +190,7 @@ impl<A: Agent> Runtime<A> {
         let entity: EntityId = id.clone().into();
         let mailbox: Arc<dyn Mailbox> = Arc::from(exchange.open_mailbox(&entity).await?);
         tracing::info!(academy.agent_id = %id, exchange = ?exchange, "agent starting");
-        let heartbeat = spawn_heartbeat(exchange.clone(), entity.clone(), config.heartbeat_interval);
+        let heartbeat = start_heartbeat(exchange.clone(), entity.clone(), config.heartbeat_interval).await;
         let client = Client::new(exchange.clone(), entity.clone());
         let shared = Arc::new(Shared {
             id,
