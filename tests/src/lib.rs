@@ -15,6 +15,7 @@ use exchange_core::Exchange;
 
 pub mod agents;
 pub mod fixtures;
+pub mod log_capture;
 pub mod python;
 pub mod redis_server;
 pub mod scenarios;

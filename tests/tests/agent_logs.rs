@@ -2,52 +2,23 @@
 //! Academy's field names (`academy.agent_id`, `academy.action`, `academy.action_tag`), the
 //! latency, and the error of a failed action.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use exchange_conformance::agents::Calculator;
+use exchange_conformance::log_capture;
 use exchange_conformance::{LocalBackend, TestBackend};
 use exchange_core::{Error, Manager};
 use serde_json::Value;
+use tracing_subscriber::filter::LevelFilter;
 
-/// Every log line of this test binary, as JSON (one subscriber for the whole process).
+/// Every log line of this test binary, as JSON, at debug and above.
 fn logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        tracing_subscriber::fmt()
-            .json()
-            .with_max_level(tracing_subscriber::filter::LevelFilter::DEBUG)
-            .with_writer(move || Sink(sink.clone()))
-            .init();
-        logs
-    })
-    .clone()
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The JSON log lines so far that satisfy `wanted`.
-fn lines(wanted: impl Fn(&Value) -> bool) -> Vec<Value> {
-    let text = String::from_utf8(logs().lock().unwrap().clone()).unwrap();
-    text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|l| wanted(l)).collect()
+    log_capture::install(LevelFilter::DEBUG)
 }
 
 /// The one event of `message` in span `span` about `action` of `agent`.
 fn event(message: &str, span: &str, agent: &str, action: &str) -> Value {
-    let found = lines(|l| {
+    let found = log_capture::lines(|l| {
         l["fields"]["message"] == message
             && l["span"]["name"] == span
             && l["span"]["academy.agent_id"] == agent
@@ -71,8 +42,9 @@ async fn calls_leave_runtime_and_handle_events_with_academy_fields() {
     }
     // The runtime logs before it answers, and the handle after its answer: all are in by now.
 
-    let started =
-        lines(|l| l["fields"]["message"] == "agent starting" && l["fields"]["academy.agent_id"] == agent.as_str());
+    let started = log_capture::lines(|l| {
+        l["fields"]["message"] == "agent starting" && l["fields"]["academy.agent_id"] == agent.as_str()
+    });
     assert_eq!(started.len(), 1, "{started:?}");
     assert_eq!(started[0]["level"], "INFO");
     assert!(started[0]["fields"]["exchange"].as_str().unwrap().contains("LocalExchange"), "{}", started[0]);

@@ -2,16 +2,17 @@
 //! failures included, never a token), `GET /metrics` in Prometheus text whose counters follow
 //! the traffic, and the health routes outside authentication.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use exchange_conformance::log_capture;
 use exchange_conformance::redis_server::RedisServer;
 use exchange_core::{Body, Exchange, Message};
 use exchange_http::server::{HttpExchangeServer, ServerConfig, SpawnedServer, spawn_server};
 use exchange_http::{HttpExchange, HttpOptions, RecvMode};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing_subscriber::filter::LevelFilter;
 
 /// Hang detector for anything that should happen promptly.
 const PROMPT: Duration = Duration::from_secs(60);
@@ -23,39 +24,9 @@ method = "token"
 client_id = "alice"
 "#;
 
-/// Every log line of this test binary, as JSON (one subscriber for the whole process).
+/// Every log line of this test binary, as JSON, at info and above.
 fn logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        tracing_subscriber::fmt()
-            .json()
-            .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-            .with_writer(move || Sink(sink.clone()))
-            .init();
-        logs
-    })
-    .clone()
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The JSON log lines so far that satisfy `wanted`.
-fn lines(wanted: impl Fn(&Value) -> bool) -> Vec<Value> {
-    let text = String::from_utf8(logs().lock().unwrap().clone()).unwrap();
-    text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|l| wanted(l)).collect()
+    log_capture::install(LevelFilter::INFO)
 }
 
 fn field<'a>(line: &'a Value, name: &str) -> &'a Value {
@@ -156,7 +127,7 @@ async fn requests_are_logged_and_counted() {
     assert!(value(&after, "exchange_storage_duration_seconds_count", &[("operation", "put")]) >= 5.0);
 
     let uid = me.uid().to_string();
-    let sends = lines(|l| {
+    let sends = log_capture::lines(|l| {
         l["level"] == "INFO"
             && field(l, "route") == "/message"
             && field(l, "method") == "PUT"
@@ -170,9 +141,10 @@ async fn requests_are_logged_and_counted() {
     assert_eq!(field(send, "academy.src"), uid.as_str());
     assert!(field(send, "academy.message_tag").is_string());
     assert!(field(send, "latency_ms").as_f64().is_some());
-    let receives = lines(|l| field(l, "route") == "/message" && field(l, "academy.mailbox_id") == uid.as_str());
+    let receives =
+        log_capture::lines(|l| field(l, "route") == "/message" && field(l, "academy.mailbox_id") == uid.as_str());
     assert!(receives.len() >= 5, "{receives:?}");
-    let refusals = lines(|l| l["level"] == "WARN" && field(l, "status") == 403);
+    let refusals = log_capture::lines(|l| l["level"] == "WARN" && field(l, "status") == 403);
     assert!(refusals.iter().any(|l| field(l, "reason") == "Token expired or revoked."), "{refusals:?}");
     let text = String::from_utf8(logs().lock().unwrap().clone()).unwrap();
     assert!(!text.contains("tok-not-a-token") && !text.contains("tok-alice"), "a token in the logs");
@@ -217,7 +189,8 @@ async fn health_routes_follow_the_storage() {
     let (status, body) = get(server.url(), "/readyz", None).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(get(server.url(), "/healthz", None).await.0, 200, "the process still serves");
-    let failures = lines(|l| l["level"] == "ERROR" && field(l, "route") == "/readyz" && field(l, "status") == 503);
+    let failures =
+        log_capture::lines(|l| l["level"] == "ERROR" && field(l, "route") == "/readyz" && field(l, "status") == 503);
     assert!(!failures.is_empty(), "a storage failure leaves an error line");
     assert!(value(&scrape(server.url()).await, "exchange_storage_errors_total", &[]) >= 1.0);
 
